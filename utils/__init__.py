@@ -4,6 +4,7 @@ They hide what is not the lesson (loading data and the model, plotting, timing);
 the Ray code lives in the open, in the notebooks.
 """
 
+from .check import assert_same_maps
 from .config import CourseConfig, get_config
 from .data import get_image_indices, load_test_images
 from .images import convert_image_to_rgb
@@ -15,6 +16,7 @@ from .visualisation import display_example_images, visualize_predictions
 __all__ = [
     "OFFLINE_BANNER",
     "CourseConfig",
+    "assert_same_maps",
     "ade20k_palette",
     "convert_image_to_rgb",
     "display_example_images",

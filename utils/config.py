@@ -9,6 +9,8 @@ Every variable is optional; the defaults serve a learner on a laptop.
 - COURSE_SEED: seed for image sampling and the offline model (default 201)
 - COURSE_DEVICE: "auto", "cpu" or "cuda" (default auto)
 - COURSE_HUB_TIMEOUT: seconds to wait for the hub before falling back (default 5)
+- COURSE_CACHE_DIR: where `make prefetch` keeps test images
+  (default ~/.cache/ray-batch-inference-course)
 - HF_HUB_OFFLINE: "1" never contacts the hub (standard meaning)
 - RAY_ADDRESS: connect to this Ray cluster (standard meaning)
 """
@@ -38,6 +40,7 @@ class CourseConfig:
     hub_timeout_s: float = 5.0
     hub_offline: bool = False
     ray_address: str | None = None
+    cache_dir: Path = Path("~/.cache/ray-batch-inference-course").expanduser()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CourseConfig:
@@ -62,6 +65,7 @@ class CourseConfig:
             hub_timeout_s=float(read("COURSE_HUB_TIMEOUT", "5")),
             hub_offline=read("HF_HUB_OFFLINE", "0").lower() in _TRUE,
             ray_address=read("RAY_ADDRESS", "") or None,
+            cache_dir=Path(read("COURSE_CACHE_DIR", str(cls.cache_dir))).expanduser(),
         )
 
 

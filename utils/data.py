@@ -4,7 +4,8 @@
 images, decoded on access) and a stable, unique `image_id` column. Sources, in order:
 
 1. `COURSE_DATA_DIR`, when set: every readable image under it (searched recursively).
-2. The ADE20K (SceneParse150) test split, through the hub's Parquet export.
+2. The ADE20K (SceneParse150) test split: from the local copy `make prefetch` saved,
+   else from the hub's Parquet export.
 3. When the hub cannot be used: the photographs bundled in `assets/images/`,
    topped up with deterministic variants (flips, crops, resizes) when more are asked for.
 """
@@ -35,6 +36,12 @@ def load_test_images(n: int | None = None, config: CourseConfig | None = None) -
         raise ValueError(f"n must be at least 1, not {n}")
     if config.data_dir is not None:
         return load_image_folder(config.data_dir, n)
+    cached = prefetched_images_dir(config)
+    if (cached / "dataset_info.json").exists():
+        saved = datasets.load_from_disk(str(cached))
+        if len(saved) >= n:
+            print(f"Test images: {n} from the prefetched {config.dataset} test split in {cached}")
+            return saved.select(range(n))
     reason = hub_unavailable_reason(config)
     if reason is None:
         try:
@@ -43,6 +50,11 @@ def load_test_images(n: int | None = None, config: CourseConfig | None = None) -
             reason = f"loading {config.dataset} failed: {type(error).__name__}: {error}"
     print(f"Test images: {reason}; using the bundled sample photographs instead.")
     return load_bundled_images(n)
+
+
+def prefetched_images_dir(config: CourseConfig) -> Path:
+    """Where `make prefetch` saves the test images of `config.dataset` for offline use."""
+    return config.cache_dir / (config.dataset.replace("/", "__") + "-test")
 
 
 def load_image_folder(folder: Path | str, n: int | None = None) -> datasets.Dataset:

@@ -1,0 +1,56 @@
+# Scalable Batch Inference with Ray: one command to learn, one to test.
+#   make lab    set up .venv and open JupyterLab on notebooks/
+#   make test   set up .venv and run every test (unit tests, then every notebook under nbval)
+#   make run    execute every notebook headless; executed copies land in build/executed/
+#   make prefetch  download the model and test images for an offline workshop
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+# Tests use few images so the whole suite stays fast; learners get the default (160).
+TEST_IMAGES ?= 8
+
+.PHONY: setup lab test test-unit test-notebooks run prefetch lint diagrams clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13), \
+		f"Python 3.11 to 3.13 is needed, this is {sys.version.split()[0]}"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
+
+test: setup
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests notebooks --nbval-lax
+
+test-unit: setup
+	$(BIN)/python -m pytest tests
+
+test-notebooks: setup
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax
+
+run: setup
+	mkdir -p build/executed
+	$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+		--output-dir build/executed notebooks/[0-9]*.ipynb
+	@echo "Executed notebooks are in build/executed/"
+
+prefetch: setup
+	$(BIN)/python -m utils.prefetch
+
+lint: setup
+	$(BIN)/ruff check .
+
+diagrams: setup
+	$(BIN)/python assets/make_diagrams.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
