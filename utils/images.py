@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+ORIENTATION = 0x0112  # the EXIF tag saying how a camera was held
 BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as most viewers do
 
 
@@ -29,7 +30,8 @@ def convert_image_to_rgb(
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image or a dict with an 'image', not {type(image)!r}")
 
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode == "RGB":
         return image
     if image.mode == "P":

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from utils import predict
+from utils.predict import reference_predict, upsample_argmax
+
+
+def test_predict_equals_transformers_on_mixed_sizes_and_modes(model, image_processor, mixed_images):
+    got = predict(model, image_processor, mixed_images)
+    want = reference_predict(model, image_processor, mixed_images)
+    assert [m.shape for m in got] == [(im.height, im.width) for im in mixed_images]
+    for mine, theirs in zip(got, want, strict=True):
+        assert mine.dtype == np.uint8
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_predict_of_nothing_is_nothing(model, image_processor):
+    assert predict(model, image_processor, []) == []
+
+
+def reference(logits, size):
+    return F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size", [(37, 53), (128, 128), (300, 451), (20, 9)])
+def test_upsample_argmax_is_exact(channels_last, size):
+    generator = torch.Generator().manual_seed(sum(size))
+    logits = torch.randn(1, 150, 32, 32, generator=generator) * 3
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(upsample_argmax(logits[0], size), reference(logits[0], size),
+                               rtol=0, atol=0)
+
+
+def test_upsample_argmax_peaky_logits_keep_few_classes():
+    logits = torch.full((150, 16, 16), -5.0)
+    logits[7, :, :8] = 5.0
+    logits[42, :, 8:] = 5.0
+    result = upsample_argmax(logits, (64, 64))
+    assert set(result.unique().tolist()) == {7, 42}
+    torch.testing.assert_close(result, reference(logits, (64, 64)), rtol=0, atol=0)
+
+
+def test_exact_ties_go_to_the_lowest_class_like_the_reference():
+    logits = torch.zeros(150, 4, 4)
+    logits[[3, 90, 149]] = 1.0
+    assert upsample_argmax(logits, (10, 10)).unique().tolist() == [3]
+    single = torch.zeros(150, 4, 4)
+    single[12] = 2.0
+    assert upsample_argmax(single, (5, 7)).unique().tolist() == [12]

@@ -1,0 +1,65 @@
+"""The repository itself: pinned environments agree, notebooks are clean, code is linted."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PIN = re.compile(r"^\s*-?\s*([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)")
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        match = PIN.match(line)
+        if match:
+            found[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return found
+
+
+def test_requirements_and_conda_environment_pin_the_same_versions():
+    pip_pins, conda_pins = pins(ROOT / "requirements.txt"), pins(ROOT / "environment.yml")
+    assert len(pip_pins) >= 15
+    assert pip_pins == conda_pins
+
+
+def test_key_packages_are_pinned():
+    assert {"ray[data]", "torch", "transformers", "datasets", "nbval", "pytest"} <= set(
+        pins(ROOT / "requirements.txt"))
+
+
+def notebooks():
+    return sorted((ROOT / "notebooks").rglob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    names = [p.name for p in notebooks()]
+    assert "00_overview.ipynb" in names and "01_sequential_inference.ipynb" in names
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_notebooks_are_stored_without_outputs(path):
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"] and cell["execution_count"] is None, (
+                f"{path.name}: strip outputs before committing")
+
+
+def test_code_and_notebooks_are_ruff_clean():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    result = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_diagrams_are_generated_by_the_script(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "assets" / "make_diagrams.py"), "--out",
+                    str(tmp_path)], check=True, capture_output=True)
+    made = {p.name for p in tmp_path.glob("*.png")}
+    committed = {p.name for p in (ROOT / "assets" / "diagrams").glob("*.png")}
+    assert made == committed and len(made) >= 6

@@ -1,0 +1,38 @@
+import matplotlib
+
+matplotlib.use("Agg")
+import pytest  # noqa: E402
+
+from utils.timing import Span, Stopwatch, plot_timeline, results_table, timed  # noqa: E402
+
+
+def test_stopwatch_measures_elapsed_time():
+    with Stopwatch() as watch:
+        sum(range(10000))
+    assert 0 < watch.seconds < 5
+
+
+def test_timed_records_where_and_how_many():
+    result, span = timed(lambda n: list(range(n)), 3)
+    assert result == [0, 1, 2] and span.n_images == 3 and span.end >= span.start
+    assert ":" in span.worker
+
+
+def test_results_table_computes_rates_and_ratios():
+    table = results_table([
+        {"approach": "sequential", "images": 10, "seconds": 5.0},
+        {"approach": "actors", "images": 10, "seconds": 2.5},
+    ], baseline="sequential")
+    assert table["images/s"].tolist() == [2.0, 4.0]
+    assert table["vs sequential"].tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="baseline"):
+        results_table([{"approach": "a", "images": 1, "seconds": 1}], baseline="b")
+
+
+def test_timeline_has_one_row_per_worker():
+    spans = [Span("h:1", 0, 1, 4), Span("h:2", 0.5, 2, 4), Span("h:1", 1, 2, 4)]
+    figure = plot_timeline(spans)
+    assert len(figure.axes[0].get_yticklabels()) == 2
+    assert len(figure.axes[0].patches) == 3
+    with pytest.raises(ValueError):
+        plot_timeline([])
