@@ -51,3 +51,27 @@ def test_exact_ties_go_to_the_lowest_class_like_the_reference():
     single = torch.zeros(150, 4, 4)
     single[12] = 2.0
     assert upsample_argmax(single, (5, 7)).unique().tolist() == [12]
+
+
+def test_a_model_unpickled_in_a_fresh_process_still_predicts(tmp_path, model):
+    """What Ray does with `ray.put(model)`: transformers 5 needs the model class re-registered."""
+    import subprocess
+    import sys
+
+    from utils.model import shippable_copy
+
+    with torch.inference_mode():
+        model(pixel_values=torch.zeros(1, 3, 64, 64))  # a used model carries unpicklable hooks
+    from ray import cloudpickle  # what ray.put uses
+
+    with pytest.raises(TypeError, match="ContextVar"):
+        cloudpickle.dumps(model)
+    (tmp_path / "model.pkl").write_bytes(cloudpickle.dumps(shippable_copy(model)))
+    code = (
+        "import pickle, sys\nfrom PIL import Image\nfrom utils import predict\n"
+        "from utils.model import image_processor_class\n"
+        f"model = pickle.loads(open({str(tmp_path / 'model.pkl')!r}, 'rb').read())\n"
+        "print(predict(model, image_processor_class()(), [Image.new('RGB', (40, 30))])[0].shape)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "(30, 40)", result.stderr[-2000:]

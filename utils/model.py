@@ -104,3 +104,15 @@ def offline_model(seed: int = 201) -> SegformerForSemanticSegmentation:
 def is_offline_model(model: torch.nn.Module) -> bool:
     """True for a model built by `offline_model()`."""
     return getattr(model.config, "name_or_path", "") == "offline-random-segformer-b0"
+
+
+def shippable_copy(model: SegformerForSemanticSegmentation) -> SegformerForSemanticSegmentation:
+    """A copy of `model` (same config and weights, on the CPU) that Ray can pickle.
+
+    transformers 5 installs output-capturing hooks on a model the first time it runs,
+    and those hooks hold a `ContextVar`, which cannot be pickled: `ray.put(model)` of a
+    model that has already predicted fails. A fresh copy has no hooks yet.
+    """
+    copy = type(model)(model.config)
+    copy.load_state_dict(model.state_dict())
+    return copy.to("cpu").eval()

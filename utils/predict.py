@@ -30,6 +30,7 @@ def predict(
     if not images:
         return []
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    register_unpickled_model(model)
     rgb = [convert_image_to_rgb(image) for image in images]
     pixel_values = image_processor(images=rgb, return_tensors="pt")["pixel_values"]
     dtype = np.uint8 if model.config.num_labels <= 256 else np.int32
@@ -39,6 +40,23 @@ def predict(
             upsample_argmax(logits[i], (image.height, image.width)).cpu().numpy().astype(dtype)
             for i, image in enumerate(rgb)
         ]
+
+
+def register_unpickled_model(model: torch.nn.Module) -> None:
+    """Let a model that arrived pickled (through `ray.put` or a task argument) run.
+
+    transformers 5 records which layer outputs each model class can capture in a
+    registry filled when a model is constructed. A process that only unpickled a
+    model never constructed one, finds no entry, and the forward pass fails with
+    "'NoneType' object is not subscriptable". Registering the classes again fixes it.
+    """
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # other transformers versions have no such registry
+        return
+    for module in model.modules():
+        if hasattr(module, "_can_record_outputs") and not _CAN_RECORD_REGISTRY.get(module):
+            _CAN_RECORD_REGISTRY[module] = module._can_record_outputs
 
 
 def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,0 +1,484 @@
+"""Benchmark every approach of the course on this machine, and profile one batch by stage.
+
+    python -m utils.benchmark [--images 10 100 1000] [--approaches sequential tasks ...]
+                              [--batch-size 16] [--out results]
+
+Writes `results/benchmark.csv` (one row per approach and image count), `benchmark.md`
+(the same as a table, with the machine and the stage profile), and `benchmark.png`
+(images/s per approach and count). Every Ray approach's maps are checked against the
+sequential loop's, image by image. The approaches are compact versions of the
+notebooks' code; the notebooks explain them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+import torch
+from PIL import Image
+
+from .check import assert_same_maps
+from .data import load_test_images
+from .images import convert_image_to_rgb
+from .model import is_offline_model, load_model, shippable_copy
+from .predict import predict, reference_predict, upsample_argmax
+
+APPROACHES = ("sequential", "tasks", "actors", "actor_pool", "ray_data", "checkpoint_predictor")
+COLUMNS = ("approach", "n_images", "seconds", "images_per_s", "peak_rss_mb", "cpu_count", "gpu",
+           "ray_version", "torch_version", "model_source")
+
+Batch = tuple[list[str], list[Image.Image]]
+
+
+# ---------------------------------------------------------------- the approaches
+
+
+def run_sequential(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+    """The baseline: one process, batch after batch, torch using every core."""
+    results = {}
+    for ids, images in batches:
+        results.update(zip(ids, predict(model, processor, images), strict=True))
+    return results
+
+
+def _predict_in_worker(model, processor, ids, images) -> list[tuple[str, np.ndarray]]:
+    torch.set_num_threads(1)
+    return list(zip(ids, predict(model, processor, images), strict=True))
+
+
+def run_tasks(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+    """Ray Tasks: the model put in the object store once, one task per batch."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(_predict_in_worker)
+    model_ref, processor_ref = ray.put(shippable_copy(model)), ray.put(processor)
+    refs = [task.remote(model_ref, processor_ref, ids, images) for ids, images in batches]
+    return dict(pair for pairs in ray.get(refs) for pair in pairs)
+
+
+def _actor_class():
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Predictor:
+        def __init__(self, model, processor):
+            torch.set_num_threads(1)
+            self.model, self.processor = model, processor
+
+        def predict(self, ids, images):
+            return list(zip(ids, predict(self.model, self.processor, images), strict=True))
+
+    return Predictor
+
+
+def run_actors(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+    """Ray Actors: one model replica per actor, an idle-actor loop with `ray.wait`."""
+    import ray
+
+    predictor = _actor_class()
+    model_ref, processor_ref = ray.put(shippable_copy(model)), ray.put(processor)
+    idle = [predictor.remote(model_ref, processor_ref) for _ in range(workers)]
+    pending, results, queue = {}, {}, list(batches)
+    try:
+        while queue or pending:
+            while idle and queue:
+                actor = idle.pop()
+                pending[actor.predict.remote(*queue.pop(0))] = actor
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            idle.append(pending.pop(ready))
+            results.update(ray.get(ready))
+    finally:
+        for actor in idle + list(pending.values()):
+            ray.kill(actor)
+    return results
+
+
+def run_actor_pool(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+    """ActorPool: the same actors, with the pool doing the bookkeeping."""
+    import ray
+    from ray.util.actor_pool import ActorPool
+
+    predictor = _actor_class()
+    model_ref, processor_ref = ray.put(shippable_copy(model)), ray.put(processor)
+    actors = [predictor.remote(model_ref, processor_ref) for _ in range(workers)]
+    try:
+        pool = ActorPool(actors)
+        pairs = pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch), batches)
+        return dict(pair for chunk in pairs for pair in chunk)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+class _Segmenter:
+    """A Ray Data callable class: builds its model replica once, then predicts per batch."""
+
+    def __init__(self, model_ref):
+        import ray
+
+        torch.set_num_threads(1)
+        self.model, self.processor = ray.get(model_ref)  # refs in constructor args stay refs
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .masks_io import masks_to_batch
+
+        images = [Image.open(io.BytesIO(data)) for data in batch["image"]]
+        return masks_to_batch(batch["image_id"], predict(self.model, self.processor, images))
+
+
+def _image_table(batches: Sequence[Batch]) -> list[dict[str, Any]]:
+    rows = []
+    for ids, images in batches:
+        for image_id, image in zip(ids, images, strict=True):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", compress_level=1)
+            rows.append({"image_id": image_id, "image": buffer.getvalue()})
+    return rows
+
+
+def _run_map_batches(udf, constructor_kwargs, batches, workers) -> dict:
+    import ray
+
+    from .masks_io import read_masks
+
+    batch_size = max(len(ids) for ids, _ in batches)
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = Path(folder) / "inputs"
+        ray.data.from_items(_image_table(batches)).write_parquet(str(inputs))
+        masks = ray.data.read_parquet(str(inputs)).map_batches(
+            udf, fn_constructor_kwargs=constructor_kwargs, batch_size=batch_size, num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=workers))
+        masks.write_parquet(str(Path(folder) / "masks"))
+        return read_masks(Path(folder) / "masks")
+
+
+def run_ray_data(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+    """Ray Data: Parquet in, `map_batches` on an actor pool, Parquet out, read back."""
+    import ray
+
+    shipped = ray.put((shippable_copy(model), processor))
+    return _run_map_batches(_Segmenter, {"model_ref": shipped}, batches, workers)
+
+
+class _CheckpointSegmenter:
+    def __init__(self, checkpoint):
+        from .predictor import SegmentationPredictor
+
+        torch.set_num_threads(1)
+        self.predictor = SegmentationPredictor.from_checkpoint(checkpoint)
+
+    def __call__(self, batch):
+        return self.predictor(batch)
+
+
+def run_checkpoint_predictor(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+    """Checkpoint + Predictor: each actor loads the model from a `ray.train.Checkpoint`."""
+    from .predictor import save_checkpoint
+
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = save_checkpoint(model, processor, Path(folder) / "checkpoint")
+        return _run_map_batches(_CheckpointSegmenter, {"checkpoint": checkpoint}, batches,
+                                workers)
+
+
+RUNNERS: dict[str, Callable[..., dict]] = {
+    "sequential": run_sequential, "tasks": run_tasks, "actors": run_actors,
+    "actor_pool": run_actor_pool, "ray_data": run_ray_data,
+    "checkpoint_predictor": run_checkpoint_predictor,
+}
+
+
+# ---------------------------------------------------------------- measuring
+
+
+class PeakMemory:
+    """Samples the resident memory of this process plus Ray's worker processes on this node."""
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        self.interval_s, self.peak_bytes = interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _processes(self) -> list[psutil.Process]:
+        found = [psutil.Process()]
+        try:
+            import ray
+
+            node = ray._private.worker._global_node  # set when this driver started Ray
+            raylet = node.all_processes.get("raylet", []) if node else []
+            for info in raylet:
+                found += psutil.Process(info.process.pid).children(recursive=True)
+        except Exception:  # noqa: BLE001 - a remote cluster: only the driver is measured
+            pass
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for process in self._processes():
+                with contextlib.suppress(psutil.Error):
+                    total += process.memory_info().rss
+            self.peak_bytes = max(self.peak_bytes, total)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def machine_info(model) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import ray
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu, "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "ray_version": ray.__version__, "torch_version": torch.__version__,
+        "model_source": ("offline random weights (SegFormer-b0)" if is_offline_model(model)
+                         else model.config.name_or_path),
+    }
+
+
+def profile_stages(model, processor, images: Sequence[Image.Image]) -> dict[str, float]:
+    """Milliseconds per image for each stage of `predict`, on one batch."""
+    n = len(images)
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        encoded.append(buffer.getvalue())
+    timings: dict[str, float] = {}
+
+    def clock(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        timings[name] = (time.perf_counter() - start) * 1000 / n
+        return result
+
+    rgb = clock("decode + convert", lambda: [convert_image_to_rgb(Image.open(io.BytesIO(b)))
+                                             for b in encoded])
+    pixels = clock("preprocess",
+                   lambda: processor(images=rgb, return_tensors="pt")["pixel_values"])
+    with torch.inference_mode():
+        logits = clock("model forward", lambda: model(pixel_values=pixel_values_on(model, pixels))
+                       .logits)
+        sizes = [(image.height, image.width) for image in rgb]
+        clock("postprocess (upsample + argmax, utils.predict)",
+              lambda: [upsample_argmax(logits[i], size) for i, size in enumerate(sizes)])
+        clock("postprocess (transformers, all 150 classes)",
+              lambda: processor.post_process_semantic_segmentation(
+                  type("Out", (), {"logits": logits})(), target_sizes=sizes))
+    return timings
+
+
+def pixel_values_on(model, pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.to(next(model.parameters()).device)
+
+
+def hardware_ceiling(model) -> dict[str, float]:
+    """Model GFLOP per 512x512 image, measured fp32 matmul GFLOP/s, and the ceiling they imply."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    sample = torch.zeros(1, 3, 512, 512, device=device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(pixel_values=sample)
+    gflop = counter.get_total_flops() / 1e9
+    size = 2048
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    torch.mm(a, b)
+    reps, start = 5, time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    matmul_gflops = 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
+    return {"gflop_per_image": gflop, "matmul_gflop_per_s": matmul_gflops,
+            "ceiling_images_per_s": matmul_gflops / gflop}
+
+
+def measure_forward_vs_predict(model, processor, images: Sequence[Image.Image],
+                               batch_size: int) -> dict[str, float]:
+    """Throughput of the forward pass alone vs `predict` end to end (and the plain path)."""
+    rgb = [convert_image_to_rgb(image) for image in images]
+    batches = [rgb[i:i + batch_size] for i in range(0, len(rgb), batch_size)]
+    pixels = [processor(images=batch, return_tensors="pt")["pixel_values"] for batch in batches]
+    with torch.inference_mode():
+        model(pixel_values=pixel_values_on(model, pixels[0]))  # warm up
+        start = time.perf_counter()
+        for batch_pixels in pixels:
+            model(pixel_values=pixel_values_on(model, batch_pixels))
+        forward = time.perf_counter() - start
+    start = time.perf_counter()
+    for batch in batches:
+        predict(model, processor, batch)
+    fast = time.perf_counter() - start
+    start = time.perf_counter()
+    for batch in batches:
+        reference_predict(model, processor, batch)
+    plain = time.perf_counter() - start
+    return {"forward_images_per_s": len(rgb) / forward, "predict_images_per_s": len(rgb) / fast,
+            "plain_predict_images_per_s": len(rgb) / plain,
+            "predict_vs_forward": forward / fast, "plain_vs_forward": forward / plain}
+
+
+# ---------------------------------------------------------------- the command
+
+
+def batched(ids: list[str], images: list[Image.Image], size: int) -> list[Batch]:
+    return [(ids[i:i + size], images[i:i + size]) for i in range(0, len(ids), size)]
+
+
+def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: Path,
+        progress: bool = True) -> pd.DataFrame:
+    """Run every approach at every count, check the maps, write the results; return the table."""
+    import logging
+
+    import ray
+    from tqdm.auto import tqdm
+
+    from .cluster import course_runtime_env, describe_cluster
+
+    out.mkdir(parents=True, exist_ok=True)
+    model, processor = load_model()
+    machine = machine_info(model)
+    dataset = load_test_images(max(counts))
+    ids = list(dataset["image_id"])
+    images = [convert_image_to_rgb(image) for image in dataset["image"]]
+    ray.init(runtime_env=course_runtime_env(), logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    print(describe_cluster())
+    workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    rows, bar = [], tqdm(total=len(counts) * len(approaches), disable=not progress)
+    try:
+        for n in counts:
+            batches = batched(ids[:n], images[:n], batch_size)
+            expected = None
+            for name in approaches:
+                bar.set_description(f"{name} x {n}")
+                with PeakMemory() as memory:
+                    start = time.perf_counter()
+                    got = RUNNERS[name](model, processor, batches, workers)
+                    seconds = time.perf_counter() - start
+                if expected is None and name == "sequential":
+                    expected = got
+                elif expected is not None:
+                    assert_same_maps(got, expected)
+                rows.append({"approach": name, "n_images": n, "seconds": round(seconds, 3),
+                             "images_per_s": round(n / seconds, 3),
+                             "peak_rss_mb": round(memory.peak_bytes / 2**20),
+                             **{k: machine[k] for k in COLUMNS if k in machine}})
+                bar.update()
+                bar.write(f"{name:>22} {n:>6} images: {seconds:8.1f} s, "
+                          f"{n / seconds:6.2f} images/s")
+    finally:
+        bar.close()
+        ray.shutdown()
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table.to_csv(out / "benchmark.csv", index=False)
+    profile = profile_stages(model, processor, images[:batch_size])
+    ceiling = hardware_ceiling(model)
+    speed = measure_forward_vs_predict(model, processor, images[:2 * batch_size], batch_size)
+    (out / "machine.json").write_text(json.dumps(
+        {**machine, **ceiling, **speed, "stage_ms_per_image": profile}, indent=2))
+    write_report(table, machine, profile, ceiling, speed, out)
+    return table
+
+
+def markdown_table(frame: pd.DataFrame, floatfmt: str) -> str:
+    """A DataFrame as a markdown table, index first (no extra dependency)."""
+    header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in frame.iterrows():
+        cells = [format(v, floatfmt) if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join([str(index)] + cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(table, machine, profile, ceiling, speed, out: Path) -> None:
+    """benchmark.md (tables and ratios) and benchmark.png (images/s per approach and count)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wide = table.pivot(index="approach", columns="n_images", values="images_per_s")
+    wide = wide.reindex([a for a in APPROACHES if a in wide.index])
+    lines = [
+        "# Benchmark", "",
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, GPU: {machine['gpu']}; "
+        f"Ray {machine['ray_version']}, torch {machine['torch_version']}; "
+        f"model: {machine['model_source']}.", "",
+        "## Images per second", "", markdown_table(wide, ".2f"), "",
+    ]
+    if "sequential" in wide.index:
+        lines += ["## Relative to the sequential loop", "",
+                  markdown_table(wide / wide.loc["sequential"], ".2f"), ""]
+    lines += ["## Where one batch's time goes (ms per image)", "",
+              markdown_table(pd.Series(profile, name="ms per image").to_frame(), ".1f"), "",
+              "## predict vs the forward pass alone", "",
+              f"- forward alone: {speed['forward_images_per_s']:.2f} images/s",
+              f"- utils.predict end to end: {speed['predict_images_per_s']:.2f} images/s "
+              f"= **{speed['predict_vs_forward']:.2f}x** the forward pass",
+              f"- transformers' post-processing end to end: "
+              f"{speed['plain_predict_images_per_s']:.2f} images/s = "
+              f"{speed['plain_vs_forward']:.2f}x", "",
+              "## Hardware ceiling", "",
+              f"- SegFormer-b0 forward: {ceiling['gflop_per_image']:.1f} GFLOP per 512x512 image",
+              f"- fp32 matrix multiply measured here: {ceiling['matmul_gflop_per_s']:.0f} GFLOP/s",
+              f"- ceiling: {ceiling['ceiling_images_per_s']:.1f} images/s; "
+              "the forward pass reaches "
+              f"{speed['forward_images_per_s'] / ceiling['ceiling_images_per_s']:.0%} of it", ""]
+    (out / "benchmark.md").write_text("\n".join(lines))
+    figure, ax = plt.subplots(figsize=(8, 4.5))
+    wide.T.plot(ax=ax, marker="o")
+    ax.set_xscale("log")
+    ax.set_xlabel("images")
+    ax.set_ylabel("images per second")
+    ax.set_title(f"Throughput per approach ({machine['cpu_count']} CPUs, GPU: {machine['gpu']})")
+    figure.tight_layout()
+    figure.savefig(out / "benchmark.png", dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.benchmark", description=__doc__)
+    parser.add_argument("--images", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--approaches", nargs="+", choices=APPROACHES,
+                        default=list(APPROACHES))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    approaches = ["sequential"] + [a for a in args.approaches if a != "sequential"]
+    table = run(sorted(args.images), approaches, args.batch_size, args.out)
+    print(table.to_string(index=False))
+    print(f"Results in {args.out}/benchmark.csv, benchmark.md, benchmark.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
