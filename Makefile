@@ -3,6 +3,7 @@
 #   make test   set up .venv and run every test (unit tests, then every notebook under nbval)
 #   make run    execute every notebook headless; executed copies land in build/executed/
 #   make prefetch  download the model and test images for an offline workshop
+#   make bench  measure every approach at 10, 100 and 1000 images; results in results/
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 # Tests use few images so the whole suite stays fast; learners get the default (160).
 TEST_IMAGES ?= 8
 
-.PHONY: setup lab test test-unit test-notebooks run prefetch lint diagrams clean
+.PHONY: setup lab test test-unit test-notebooks run prefetch bench lint diagrams clean
 
 setup: $(STAMP)
 
@@ -45,6 +46,10 @@ run: setup
 
 prefetch: setup
 	$(BIN)/python -m utils.prefetch
+
+BENCH_IMAGES ?= 10 100 1000
+bench: setup
+	$(BIN)/python -m utils.benchmark --images $(BENCH_IMAGES) --out results
 
 lint: setup
 	$(BIN)/ruff check .

@@ -156,13 +156,15 @@ def _run_map_batches(udf, constructor_kwargs, batches, workers) -> dict:
     from .masks_io import read_masks
 
     batch_size = max(len(ids) for ids, _ in batches)
+    io_only = {"num_cpus": 0}  # reading and writing Parquet must not wait for the model's cores
     with tempfile.TemporaryDirectory() as folder:
         inputs = Path(folder) / "inputs"
-        ray.data.from_items(_image_table(batches)).write_parquet(str(inputs))
-        masks = ray.data.read_parquet(str(inputs)).map_batches(
+        ray.data.from_items(_image_table(batches)).write_parquet(str(inputs),
+                                                                 ray_remote_args=io_only)
+        masks = ray.data.read_parquet(str(inputs), ray_remote_args=io_only).map_batches(
             udf, fn_constructor_kwargs=constructor_kwargs, batch_size=batch_size, num_cpus=1,
             compute=ray.data.ActorPoolStrategy(size=workers))
-        masks.write_parquet(str(Path(folder) / "masks"))
+        masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args=io_only)
         return read_masks(Path(folder) / "masks")
 
 
@@ -370,7 +372,9 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
     ids = list(dataset["image_id"])
     images = [convert_image_to_rgb(image) for image in dataset["image"]]
     ray.init(runtime_env=course_runtime_env(), logging_level=logging.WARNING)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = context.print_on_execution_start = False
     print(describe_cluster())
     workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
     rows, bar = [], tqdm(total=len(counts) * len(approaches), disable=not progress)

@@ -1,0 +1,35 @@
+"""The benchmark command end to end, tiny, plus its pure helpers."""
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from utils.benchmark import APPROACHES, COLUMNS, markdown_table
+
+
+def test_markdown_table_formats_floats():
+    frame = pd.DataFrame({"a": [1.234], "b": ["x"]}, index=pd.Index(["row"], name="name"))
+    assert markdown_table(frame, ".1f").splitlines() == [
+        "| name | a | b |", "|---|---|---|", "| row | 1.2 | x |"]
+
+
+@pytest.mark.slow
+def test_benchmark_command_writes_every_approach(tmp_path):
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "utils.benchmark", "--images", "2", "--batch-size", "2",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = pd.read_csv(out / "benchmark.csv")
+    assert list(table.columns) == list(COLUMNS)
+    assert sorted(table["approach"]) == sorted(APPROACHES)
+    assert (table["n_images"] == 2).all() and (table["images_per_s"] > 0).all()
+    assert (table["peak_rss_mb"] > 100).all()
+    report = (out / "benchmark.md").read_text()
+    for heading in ("Images per second", "ms per image", "Hardware ceiling", "GFLOP"):
+        assert heading in report
+    assert (out / "benchmark.png").stat().st_size > 1000
