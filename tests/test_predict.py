@@ -75,3 +75,38 @@ def test_a_model_unpickled_in_a_fresh_process_still_predicts(tmp_path, model):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "(30, 40)", result.stderr[-2000:]
+
+
+def test_maps_do_not_depend_on_threads_or_batch_split(model, image_processor, mixed_images):
+    """A 1-thread Ray worker with small batches must agree with a multi-thread loop."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        together = predict(model, image_processor, mixed_images)
+        torch.set_num_threads(1)
+        apart = [m for image in mixed_images for m in predict(model, image_processor, [image])]
+        pairs = predict(model, image_processor, mixed_images[:2])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(together, apart, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(together[:2], pairs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_scores_are_bit_identical_across_thread_counts(model):
+    from utils.predict import ReproducibleConvolutions
+
+    pixels = torch.randn(3, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    try:
+        with torch.inference_mode(), ReproducibleConvolutions():
+            torch.set_num_threads(2)
+            two = model(pixel_values=pixels).logits
+            torch.set_num_threads(1)
+            one = model(pixel_values=pixels).logits
+            pair = model(pixel_values=pixels[:2]).logits
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    assert torch.equal(pair, two[:2])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 from .images import convert_image_to_rgb
 
@@ -22,10 +23,12 @@ def predict(
     """Segment `images` and return one (height, width) class-id map per image.
 
     The maps equal transformers' `post_process_semantic_segmentation` with each
-    image's own size as target, pixel for pixel, but are computed several times
-    faster (see `upsample_argmax`) and stored as uint8 (150 classes fit), 8x
-    smaller than the int64 tensors transformers returns. Images of different sizes
-    and modes may share a batch. `device` defaults to the model's device.
+    image's own size as target, pixel for pixel, but post-processing does less work
+    (see `upsample_argmax`) and maps are uint8 (150 classes fit), 8x smaller than the
+    int64 tensors transformers returns. On the CPU they are also the same whatever the
+    thread count or batch split (see `ReproducibleConvolutions`), so a Ray worker and
+    a plain loop agree bit for bit. Images of different sizes and modes may share a
+    batch. `device` defaults to the model's device.
     """
     if not images:
         return []
@@ -34,12 +37,35 @@ def predict(
     rgb = [convert_image_to_rgb(image) for image in images]
     pixel_values = image_processor(images=rgb, return_tensors="pt")["pixel_values"]
     dtype = np.uint8 if model.config.num_labels <= 256 else np.int32
-    with torch.inference_mode():
+    if len(rgb) == 1 and device.type == "cpu":  # see ReproducibleConvolutions
+        pixel_values = pixel_values.repeat(2, 1, 1, 1)
+    with torch.inference_mode(), ReproducibleConvolutions():
         logits = model(pixel_values=pixel_values.to(device)).logits
         return [
             upsample_argmax(logits[i], (image.height, image.width)).cpu().numpy().astype(dtype)
             for i, image in enumerate(rgb)
         ]
+
+
+class ReproducibleConvolutions(TorchFunctionMode):
+    """Run dense CPU convolutions on PyTorch's own kernels instead of oneDNN's.
+
+    oneDNN picks its convolution algorithm by thread count and batch size, so the same
+    image could get scores differing in the last bit on a 1-thread Ray worker and in a
+    2-thread loop, and a pixel on a near-tie could change class. PyTorch's own kernels
+    (matrix multiplies) give the same bits for any thread count and any batch of two or
+    more images (a single image is therefore predicted as a batch of two), at about the
+    same speed. Depthwise convolutions keep oneDNN: they are reproducible already.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (F.conv2d, torch.conv2d):
+            groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
+            if groups == 1 and args[0].device.type == "cpu":
+                with torch.backends.mkldnn.flags(enabled=False):
+                    return func(*args, **kwargs)
+        return func(*args, **kwargs)
 
 
 def register_unpickled_model(model: torch.nn.Module) -> None:
@@ -161,12 +187,15 @@ def reference_predict(
     images: Sequence[Image.Image],
     device: torch.device | str | None = None,
 ) -> list[np.ndarray]:
-    """The straightforward path through transformers' own post-processing, for comparison."""
+    """The same forward pass, post-processed by transformers itself, for comparison."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rgb = [convert_image_to_rgb(image) for image in images]
-    inputs = image_processor(images=rgb, return_tensors="pt")
-    with torch.inference_mode():
-        outputs = model(pixel_values=inputs["pixel_values"].to(device))
+    pixel_values = image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+    if len(rgb) == 1 and device.type == "cpu":
+        pixel_values = pixel_values.repeat(2, 1, 1, 1)
+    with torch.inference_mode(), ReproducibleConvolutions():
+        outputs = model(pixel_values=pixel_values.to(device))
+        outputs.logits = outputs.logits[: len(rgb)]
         maps = image_processor.post_process_semantic_segmentation(
             outputs, target_sizes=[(image.height, image.width) for image in rgb]
         )
