@@ -1,0 +1,394 @@
+"""The batch-segmentation job (`python -m utils.segment`): bad input, reconciliation,
+atomic outputs, resume after Ctrl-C, and completeness after a worker is killed.
+
+The bad-input corpus is built on the fly in a temporary folder; nothing binary is committed.
+The job runs as a subprocess, as a user runs it, with the offline model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from utils import segment_io as sio
+from utils.model import image_processor_class, offline_model
+from utils.predict import predict
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "hf_TEST_SECRET_do_not_print_0123456789"
+
+
+def picture(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A smooth random RGB picture, cheap to make and to segment."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255)
+                           .astype(np.uint8), "RGB")
+
+
+def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+# What each bad file must be rejected for (a fragment of its reason).
+EXPECTED_REJECTIONS = {
+    "broken/truncated.jpg": "corrupt or truncated",
+    "broken/corrupt.jpg": "corrupt or truncated",
+    "broken/truncated.png": "corrupt or truncated",
+    "broken/corrupt.png": "corrupt or truncated",
+    "broken/notes.jpg": "not an image",
+    "broken/empty.png": "empty file",
+    "broken/tiny.png": "too small",
+    "broken/bomb.png": "too large to decode safely",
+}
+# Odd but valid: segmented, with a note where something was done to them.
+EXPECTED_NOTES = {
+    "odd/animated.gif": "first frame",
+    "odd/rotated.jpg": "EXIF orientation 6",
+}
+
+
+def make_corpus(folder: Path) -> dict[str, Image.Image]:
+    """Good, odd and broken files under `folder`; returns the good ones as displayed (RGB)."""
+    good = {
+        "photo one.jpg": picture(40, 30, 1),                      # a space in the name
+        "données/été.png": picture(33, 47, 2),                    # non-ASCII folder and name
+        "nested/deeper/plain.png": picture(24, 24, 3),
+    }
+    for name, image in good.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(encoded(image, "PNG" if name.endswith(".png") else "JPEG",
+                                            **({} if name.endswith(".png") else
+                                               {"quality": 95})))
+    shown = {name: Image.open(folder / name).convert("RGB") for name in good}
+
+    odd = folder / "odd"
+    odd.mkdir()
+    base = picture(40, 24, 4)
+    (odd / "gray16.png").write_bytes(encoded(
+        Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257), "PNG"))
+    (odd / "cmyk.jpg").write_bytes(encoded(base.convert("CMYK"), "JPEG"))
+    palette = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    (odd / "palette_transparent.png").write_bytes(encoded(palette, "PNG", transparency=0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    (odd / "rotated.jpg").write_bytes(encoded(base, "JPEG", exif=exif.tobytes()))
+    frames = [picture(32, 20, seed) for seed in (5, 6, 7)]
+    (odd / "animated.gif").write_bytes(encoded(frames[0], "GIF", save_all=True,
+                                               append_images=frames[1:], duration=100))
+    for name in ("gray16.png", "cmyk.jpg", "palette_transparent.png", "rotated.jpg",
+                 "animated.gif"):
+        shown[f"odd/{name}"] = sio.inspect_image(odd / name).image
+    # A name that is not valid UTF-8 (a Latin-1 "é", as old cameras and zip files write it).
+    latin1 = odd / os.fsdecode(b"caf\xe9 latin1.png")
+    latin1.write_bytes(encoded(picture(30, 20, 9), "PNG"))
+    shown["odd/caf\\xe9 latin1.png"] = sio.inspect_image(latin1).image
+
+    broken = folder / "broken"
+    broken.mkdir()
+    jpeg, png = encoded(picture(64, 48, 8), "JPEG"), encoded(picture(64, 48, 8), "PNG")
+    (broken / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    rng = np.random.default_rng(0)
+    scan = jpeg.index(b"\xff\xda") + 20  # headers intact, entropy-coded data replaced
+    (broken / "corrupt.jpg").write_bytes(jpeg[:scan] + rng.integers(0, 256, 2000, np.uint8)
+                                         .tobytes())
+    (broken / "truncated.png").write_bytes(png[: len(png) // 2])
+    corrupt_png = bytearray(png)
+    corrupt_png[200:260] = bytes(60)
+    (broken / "corrupt.png").write_bytes(bytes(corrupt_png))
+    (broken / "notes.jpg").write_text("these are my notes, not a photo\n")
+    (broken / "empty.png").write_bytes(b"")
+    (broken / "tiny.png").write_bytes(encoded(Image.new("RGB", (1, 1), "red"), "PNG"))
+    side = int((Image.MAX_IMAGE_PIXELS or 89_478_485) ** 0.5) + 100
+    (broken / "bomb.png").write_bytes(encoded(Image.new("1", (side, side)), "PNG"))
+    (folder / ".hidden_thumbnail.db").write_bytes(b"ignored")
+    return shown
+
+
+def run_job(source: Path, out: Path, *extra: str, env: dict | None = None,
+            timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "utils.segment", str(source), "--out", str(out), *extra],
+        cwd=REPO, env=job_env(env), capture_output=True, text=True, timeout=timeout)
+
+
+def job_env(extra: dict | None = None) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": SECRET, "PYTHONUNBUFFERED": "1",
+           "RAY_ADDRESS": "", **(extra or {})}
+    env.pop("RAY_ADDRESS")  # always a fresh local Ray instance
+    return env
+
+
+def read_index(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "index.parquet")
+
+
+def assert_complete(source: Path, out: Path) -> pd.DataFrame:
+    """One row per input file, one mask per ok row, no duplicates, no temporary files."""
+    index = read_index(out)
+    inputs, _ = sio.find_inputs(source, exclude=[out])
+    assert sorted(index["image_id"]) == sorted(image_id for image_id, _ in inputs)
+    assert index["image_id"].is_unique
+    ok = index[index["status"] == "ok"]
+    assert set(index["status"]) <= {"ok", "rejected"}
+    masks = sorted(sio.printable_id(p.relative_to(out).as_posix())
+                   for p in (out / "masks").rglob("*.png"))
+    assert masks == sorted(ok["mask_path"]), "masks on disk differ from the index's ok rows"
+    for row in ok.itertuples():
+        mask = sio.read_mask(out / row.mask_path)
+        assert mask.shape == (row.height, row.width) and mask.dtype == np.uint8
+    assert not list(out.rglob(f"*{sio.TMP_MARK}*")), "a temporary file was left behind"
+    return index
+
+
+# --- fast unit tests (no Ray) -----------------------------------------------------------------
+
+
+def test_inspect_image_reasons(tmp_path):
+    make_corpus(tmp_path)
+    for image_id, fragment in EXPECTED_REJECTIONS.items():
+        found = sio.inspect_image(tmp_path / image_id)
+        assert not found.ok and fragment in found.reason, (image_id, found.reason)
+    bomb = sio.inspect_image(tmp_path / "broken/bomb.png")
+    assert "decompression-bomb" in bomb.reason and bomb.width > 9000
+
+
+def test_inspect_image_odd_but_valid(tmp_path):
+    make_corpus(tmp_path)
+    rotated = sio.inspect_image(tmp_path / "odd/rotated.jpg")
+    assert rotated.ok and rotated.image.size == (24, 40), "EXIF rotation must be applied"
+    for image_id, fragment in EXPECTED_NOTES.items():
+        assert fragment in sio.inspect_image(tmp_path / image_id).note
+    for name in ("gray16.png", "cmyk.jpg", "palette_transparent.png"):
+        found = sio.inspect_image(tmp_path / "odd" / name)
+        assert found.ok and found.image.mode == "RGB", (name, found.reason)
+
+
+def test_unreadable_file_is_rejected(tmp_path, monkeypatch):
+    path = tmp_path / "secret.png"
+    path.write_bytes(encoded(picture(32, 32), "PNG"))
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: make open() fail as it would for a user
+        real_open = open
+
+        def refusing_open(file, *args, **kwargs):
+            if Path(file) == path:
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", refusing_open)
+    found = sio.inspect_image(path)
+    assert not found.ok and "permission denied" in found.reason
+
+
+def test_write_atomic_leaves_nothing_partial(tmp_path):
+    target = tmp_path / "a" / "mask.png"
+    sio.write_atomic(target, b"first")
+    with pytest.raises(TypeError):
+        sio.write_atomic(target, object())  # fails mid-write
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mask.png"]
+
+
+def test_masks_round_trip_losslessly():
+    mask = np.random.default_rng(0).integers(0, 150, (17, 23), dtype=np.uint8)
+    path_bytes = sio.encode_mask(mask)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(path_bytes))), mask)
+
+
+def test_usage_errors_exit_2_before_any_work(tmp_path):
+    from utils.segment import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.png").write_bytes(encoded(picture(32, 32), "PNG"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cases = {
+        "does not exist": [str(tmp_path / "missing"), "--out", str(tmp_path / "o1")],
+        "has no files": [str(empty), "--out", str(tmp_path / "o2")],
+        "cannot be written": [str(tmp_path / "photos"), "--out", str(blocker / "sub")],
+    }
+    for fragment, argv in cases.items():
+        assert main(argv) == 2, fragment
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_unknown_model_exits_2(tmp_path, capsys, monkeypatch):
+    from utils import segment
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "a.png").write_bytes(encoded(picture(32, 32), "PNG"))
+    argv = [str(tmp_path), "--out", str(tmp_path / "out"), "--model", "nobody/no-such-model"]
+    assert segment.main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "unknown model 'nobody/no-such-model'" in error[0]
+
+    # With the hub reachable, a model it does not have is an error too (never a stand-in).
+    def not_found(*args, **kwargs):
+        raise OSError("nobody/no-such-model is not a local folder and is not a valid model "
+                      "identifier listed on the hub")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("utils.hub.hub_unavailable_reason", lambda config: None)
+    monkeypatch.setattr("utils.model.hub_unavailable_reason", lambda config: None)
+    monkeypatch.setattr("utils.model._from_pretrained", not_found)
+    assert segment.main(argv) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+# --- the job, end to end (starts Ray) ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_job_survives_bad_input_and_a_killed_worker(tmp_path):
+    """Bad files are rejected with their reasons, a model worker is killed mid-run, and the
+    output is still complete: one mask or one rejection per input, no duplicates."""
+    source, out = tmp_path / "photos", tmp_path / "out"
+    source.mkdir()
+    shown = make_corpus(source)
+    marker = f"kill-test-{os.getpid()}-{time.time_ns()}"
+    env = job_env({"COURSE_SEGMENT_DELAY_S": "1", "COURSE_SEGMENT_TEST_MARKER": marker})
+    job = subprocess.Popen(
+        [sys.executable, "-m", "utils.segment", str(source), "--out", str(out),
+         "--batch-size", "2", "--actors", "1", "--preview", "2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: count_masks(out) >= 1, 180, "the first mask", job)
+        pids = model_actor_pids(marker)
+        assert pids, "no model actor process found"
+        os.kill(pids[0], signal.SIGKILL)  # Ray restarts the actor and retries its batch
+        stdout, stderr = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, stdout + stderr
+    wait_for(lambda: not model_actor_pids(marker), 60, "the job's Ray workers to exit")
+    index = assert_complete(source, out)
+    assert f"Summary: {len(index)} inputs = {len(shown)} written + " \
+           f"{len(EXPECTED_REJECTIONS)} rejected" in stdout
+
+    rows = index.set_index("image_id")
+    for image_id, fragment in EXPECTED_REJECTIONS.items():
+        assert rows.loc[image_id, "status"] == "rejected"
+        assert fragment in rows.loc[image_id, "reason"], rows.loc[image_id, "reason"]
+    for image_id, fragment in EXPECTED_NOTES.items():
+        assert rows.loc[image_id, "status"] == "ok" and fragment in rows.loc[image_id, "note"]
+    assert rows.loc["broken/bomb.png", "width"] > 9000  # known from the header, never decoded
+
+    # The masks are the model's own predictions for the images as displayed.
+    # Each actor runs one torch thread; the reference does too (float sums in another
+    # order can flip a near-tie pixel of the random-weight model).
+    model, processor = offline_model(seed=201), image_processor_class()()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        expected = predict(model, processor, list(shown.values()))
+    finally:
+        torch.set_num_threads(threads)
+    for image_id, mask in zip(shown, expected):
+        assert np.array_equal(sio.read_mask(out / rows.loc[image_id, "mask_path"]), mask), \
+            image_id
+    assert rows.loc["odd/rotated.jpg", "height"] == 40  # rotated: as displayed
+    assert len(list((out / "previews").rglob("*.jpg"))) == 2
+    assert all(len(t) >= 1 for t in rows[rows.status == "ok"]["top_classes"])
+
+    # Secure defaults: no secret anywhere in what the job printed or wrote.
+    assert SECRET not in stdout + stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+    # Run again: everything is done already, nothing is redone (and Ray is not started).
+    again = run_job(source, out)
+    assert again.returncode == 0, again.stderr
+    assert f"skipped as already done: {len(shown)}" in again.stdout
+    assert_complete(source, out)
+
+
+def wait_for(condition, timeout: float, what: str, job: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if job is not None and job.poll() is not None:
+            stdout, stderr = job.communicate()
+            raise AssertionError(f"the job exited ({job.returncode}) before {what}:\n"
+                                 f"{stdout}\n{stderr}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def count_masks(out: Path) -> int:
+    return sum(1 for _ in (out / "masks").rglob("*.png")) if (out / "masks").exists() else 0
+
+
+def many_pictures(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        (folder / f"img_{i:03d}.png").write_bytes(encoded(picture(24, 20, seed=i), "PNG"))
+
+
+@pytest.mark.slow
+def test_interrupted_run_leaves_complete_files_and_resumes(tmp_path):
+    source, out = tmp_path / "photos", tmp_path / "out"
+    many_pictures(source, 12)
+    (source / "broken.jpg").write_text("not a photo")
+    command = [sys.executable, "-m", "utils.segment", str(source), "--out", str(out),
+               "--batch-size", "2", "--actors", "1", "--preview", "0"]
+    job = subprocess.Popen(command, cwd=REPO, env=job_env({"COURSE_SEGMENT_DELAY_S": "0.3"}),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: count_masks(out) >= 2, 180, "the first masks", job)
+        job.send_signal(signal.SIGINT)  # what Ctrl-C does
+        stdout, stderr = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 130, stdout + stderr
+    assert "Run the same command again to resume" in stderr
+    assert not (out / "index.parquet").exists()
+    assert not list(out.rglob(f"*{sio.TMP_MARK}*")), "a temporary file was left behind"
+    written = sorted((out / "masks").rglob("*.png"))
+    assert 2 <= len(written) < 12
+    for path in written:  # every mask on disk is a complete PNG
+        assert sio.read_mask(path).shape == (20, 24)
+    shards = sorted((out / ".index-parts").glob("*.parquet"))
+    saved = pd.concat([pd.read_parquet(s) for s in shards]) if shards else pd.DataFrame()
+    already = set(saved[saved.status == "ok"]["image_id"]) if len(saved) else set()
+
+    resumed = run_job(source, out, "--batch-size", "2", "--actors", "1", "--preview", "0")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming: {len(already)} images already done, {13 - len(already)} to go" \
+        in resumed.stdout
+    index = assert_complete(source, out)
+    assert (index.status == "ok").sum() == 12 and len(index) == 13
+
+
+def model_actor_pids(marker: str) -> list[int]:
+    """Ray Data model actors started by the job whose environment holds `marker`."""
+    import psutil
+
+    pids = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if "Segmenter" in " ".join(process.info["cmdline"] or []) and \
+                    process.environ().get("COURSE_SEGMENT_TEST_MARKER") == marker:
+                pids.append(process.info["pid"])
+        except (psutil.Error, OSError):
+            continue
+    return pids
