@@ -4,6 +4,9 @@
 #   make run    execute every notebook headless; executed copies land in build/executed/
 #   make prefetch  download the model and test images for an offline workshop
 #   make bench  measure every approach at 10, 100 and 1000 images; results in results/
+#   make test-cluster  a real two-node Ray cluster on this machine (token auth); notebooks 03 and 05 on it
+#   make test-gpu      every notebook on a CUDA GPU; without one it says so, runs nothing, exits 77
+#   make check-workshop  offline readiness check: packages, model, images, Ray, a 10-image timing
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +15,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 # Tests use few images so the whole suite stays fast; learners get the default (160).
 TEST_IMAGES ?= 8
 
-.PHONY: setup lab test test-unit test-notebooks run prefetch bench lint diagrams clean
+.PHONY: setup lab test test-unit test-notebooks test-cluster test-gpu run prefetch check-workshop bench
+.PHONY: segment lint diagrams clean
 
 setup: $(STAMP)
 
@@ -33,7 +37,20 @@ test: setup
 	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests notebooks --nbval-lax
 
 test-unit: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not cluster"
+
+test-cluster: setup
+	$(BIN)/python -m pytest tests -m cluster
+
+test-gpu: setup
+	PYTHON=$(BIN)/python scripts/test_gpu.sh
+
+check-workshop: setup
+	$(BIN)/python -m utils.workshop_check
+
+# make segment SOURCE=~/photos OUT=~/masks
+segment: setup
+	$(BIN)/python -m utils.segment "$(SOURCE)" --out "$(OUT)"
 
 test-notebooks: setup
 	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax

@@ -1,15 +1,34 @@
-"""Connecting to Ray: what workers need shipped to them, and what the cluster offers."""
+"""Connecting to Ray: what workers need shipped to them, and what the cluster offers.
+
+With `RAY_ADDRESS` set (the `host:port` that `ray start --head` prints), `ray.init()`
+connects to that cluster instead of starting a local instance. Workers on other machines
+have never seen this repository, so everything the remote code imports from the course
+travels with the job: `course_runtime_env()` is the one place that says what.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-# Settings the workers must see to load the same data and model as the driver.
+# Settings the workers must see to load the same data and model as the driver. Every
+# COURSE_* variable is forwarded too; secrets such as HF_TOKEN never are (a runtime_env
+# is stored in the cluster and shown by the dashboard).
 FORWARDED_VARIABLES = ("COURSE_MODEL", "COURSE_SEED", "COURSE_DEVICE", "COURSE_HUB_TIMEOUT",
-                       "HF_HUB_OFFLINE", "HF_HOME")
+                       "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT")
+FORWARDED_PREFIX = "COURSE_"
+# Ray uploads the package as a zip; compiled files are rebuilt on the worker anyway.
+EXCLUDED_FROM_UPLOAD = ["__pycache__", "*.pyc"]
+
+
+def forwarded_env_vars(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The course settings of `environ` (default `os.environ`) that workers must share."""
+    environ = dict(os.environ if environ is None else environ)
+    return {name: value for name, value in sorted(environ.items())
+            if name in FORWARDED_VARIABLES or name.startswith(FORWARDED_PREFIX)}
 
 
 def course_runtime_env() -> dict[str, Any]:
@@ -19,18 +38,37 @@ def course_runtime_env() -> dict[str, Any]:
     the package to the cluster so `import utils` works there too. On a single machine
     it costs a second and changes nothing.
     """
-    env_vars = {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
-    return {"py_modules": [str(PACKAGE_DIR)], "env_vars": env_vars}
+    return {"py_modules": [str(PACKAGE_DIR)], "excludes": list(EXCLUDED_FROM_UPLOAD),
+            "env_vars": forwarded_env_vars()}
+
+
+def _started_by_this_process() -> bool:
+    """True when `ray.init()` in this process started Ray, False when it joined a cluster."""
+    import ray
+
+    try:
+        node = ray._private.worker._global_node  # private: Ray has no public "who started it"
+    except AttributeError:
+        node = None
+    if node is not None and hasattr(node, "head"):
+        return bool(node.head)
+    return not os.environ.get("RAY_ADDRESS")
 
 
 def describe_cluster() -> str:
-    """One line on where Ray runs and what it offers (CPUs, GPUs, nodes)."""
+    """One line on where Ray runs (joined cluster or local instance) and what it offers."""
     import ray
 
     resources = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    where = os.environ.get("RAY_ADDRESS") or "a local Ray instance started by this notebook"
-    return (f"Ray {ray.__version__} on {where}: {len(nodes)} node(s), "
+    address = ray.get_runtime_context().gcs_address
+    if _started_by_this_process():
+        hint = " (set RAY_ADDRESS to use a cluster)" if not os.environ.get("RAY_ADDRESS") else ""
+        where = f"a local Ray instance started here at {address}{hint}"
+    else:
+        named = " named by RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else ""
+        where = f"connected to the Ray cluster at {address}{named}"
+    return (f"Ray {ray.__version__}, {where}: {len(nodes)} node(s), "
             f"{resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s)")
 
 
@@ -38,11 +76,25 @@ def gpus_per_worker(n_workers: int) -> float:
     """GPU share for each of `n_workers` model replicas: 0 without GPUs, else a fair fraction.
 
     Decide in the driver: a GPU request no node can satisfy waits forever instead of
-    falling back to the CPU.
+    falling back to the CPU. With fewer workers than GPUs each gets a whole GPU;
+    otherwise each gets `1/k` of one, with k the replicas per GPU, so that the shares
+    pack onto whole GPUs (0.66 each for 3 workers on 2 GPUs would leave the third
+    waiting; 0.5 fits).
     """
     import ray
 
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus == 0:
+    return gpu_share(ray.cluster_resources().get("GPU", 0), n_workers)
+
+
+def gpu_share(gpus: float, n_workers: int) -> float:
+    """`gpus_per_worker` for a cluster with `gpus` GPUs (pure arithmetic, for tests)."""
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be at least 1, not {n_workers}")
+    whole_gpus = math.floor(gpus)
+    if whole_gpus < 1:
         return 0
-    return min(1.0, gpus / n_workers)
+    if n_workers <= whole_gpus:
+        return 1.0
+    per_gpu = math.ceil(n_workers / whole_gpus)
+    # Ray counts resources in steps of 0.0001: round down so k shares never exceed 1.
+    return math.floor(10_000 / per_gpu) / 10_000

@@ -1,0 +1,333 @@
+"""Is this machine ready for a workshop without internet? Check it before the room fills.
+
+    python -m utils.workshop_check [--images 10]
+
+Checks, without any network access, that:
+
+1. the Python packages pinned in requirements.txt are installed at those versions and import;
+2. the model (`COURSE_MODEL`) is in the Hugging Face cache, or is a local folder;
+3. the test images (`COURSE_NUM_IMAGES` of them) were saved by `python -m utils.prefetch`,
+   or `COURSE_DATA_DIR` holds enough readable images;
+4. Ray starts (or, with RAY_ADDRESS, connects) and a worker can import `utils`;
+
+then times `utils.predict` on a few images and estimates how long running every notebook
+takes here. Prints one line per check; exits 0 when ready, 1 when something is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import importlib.metadata
+import io
+import math
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import CourseConfig, get_config
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+REQUIREMENTS = REPO_DIR / "requirements.txt"
+NOTEBOOKS_DIR = REPO_DIR / "notebooks"
+# Distribution name -> module to import, where they differ.
+IMPORT_NAMES = {"pillow": "PIL", "pyyaml": "yaml", "scikit-learn": "sklearn"}
+MODEL_FILES = ("config.json", "preprocessor_config.json")
+# Each notebook after the overview runs the sequential baseline and at least one Ray approach.
+PASSES_PER_NOTEBOOK = 2
+# Beyond this many minutes of computing per notebook, the room waits too long.
+COMFORTABLE_MINUTES_PER_NOTEBOOK = 3.0
+
+
+@dataclass
+class Check:
+    """The outcome of one check: `status` is OK, WARN (works, but look) or FAIL."""
+
+    name: str
+    status: str
+    detail: str
+    advice: str = ""
+
+    def line(self) -> str:
+        text = f"[{self.status:^4}] {self.name}: {self.detail}"
+        return text + (f"\n         -> {self.advice}" if self.advice else "")
+
+
+@dataclass
+class Context:
+    """What the checks share: settings, and measurements made on the way."""
+
+    config: CourseConfig
+    timing_images: int = 10
+    requirements: Path = REQUIREMENTS
+    notebooks_dir: Path = NOTEBOOKS_DIR
+    measured: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def read_pins(path: Path) -> dict[str, str]:
+    """`{distribution: version}` for every `name==version` line of a requirements file."""
+    pins = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*==\s*([^\s;]+)", line)
+        if match:
+            pins[match.group(1).lower()] = match.group(3)
+    return pins
+
+
+def check_packages(context: Context) -> Check:
+    """Every pinned distribution installed at its pinned version, and importable."""
+    name = "Python packages"
+    if not context.requirements.is_file():
+        return Check(name, "WARN", f"{context.requirements} not found: versions not checked")
+    pins = read_pins(context.requirements)
+    missing, wrong, broken = [], [], []
+    for dist, pinned in sorted(pins.items()):
+        try:
+            installed = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(dist)
+            continue
+        if not _same_version(installed, pinned):
+            wrong.append(f"{dist} {installed} (pinned {pinned})")
+        module = IMPORT_NAMES.get(dist, dist.replace("-", "_"))
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001 - any import failure is the finding
+            broken.append(f"{module} ({type(error).__name__}: {error})")
+    problems = ([f"not installed: {', '.join(missing)}"] if missing else []) + (
+        [f"other versions: {', '.join(wrong)}"] if wrong else []) + (
+        [f"fail to import: {', '.join(broken)}"] if broken else [])
+    if problems:
+        return Check(name, "FAIL", "; ".join(problems),
+                     "run `make setup` (or `pip install -r requirements.txt`) while online")
+    return Check(name, "OK", f"all {len(pins)} pinned in {context.requirements.name} "
+                             "are installed at those versions and import")
+
+
+def _same_version(installed: str, pinned: str) -> bool:
+    try:
+        from packaging.version import Version
+
+        have, want = Version(installed), Version(pinned)
+        # A local label such as torch's "+cpu" names the build, not another version.
+        return have == want or (not want.local and have.public == want.public)
+    except Exception:  # noqa: BLE001 - no packaging, or a non-PEP 440 version
+        return installed == pinned
+
+
+def check_model(context: Context) -> Check:
+    """The model's configs and safetensors weights are on disk (hub cache or a folder)."""
+    model = context.config.model
+    name = "Model"
+    local = Path(model).expanduser()
+    if local.is_dir():
+        folder, where = local, "local folder"
+    else:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        from .prefetch import MODEL_FILES as PATTERNS
+
+        try:  # local_files_only: looks in the cache, never on the network
+            folder = Path(snapshot_download(repo_id=model, allow_patterns=PATTERNS,
+                                            local_files_only=True))
+        except (LocalEntryNotFoundError, FileNotFoundError, OSError) as error:
+            return Check(name, "FAIL", f"{model} is not in the Hugging Face cache "
+                         f"({type(error).__name__}); the notebooks would use random weights",
+                         "run `python -m utils.prefetch` (or `make prefetch`) where the hub "
+                         "is reachable, with the same HF_HOME")
+        where = "Hugging Face cache"
+    absent = [f for f in MODEL_FILES if not (folder / f).is_file()]
+    if not any(folder.glob("*.safetensors")):
+        absent.append("*.safetensors")
+    if absent:
+        return Check(name, "FAIL", f"{model} in the {where} lacks {', '.join(absent)}",
+                     "run `python -m utils.prefetch` again where the hub is reachable")
+    size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
+    return Check(name, "OK", f"{model} in the {where} ({folder}, weights {size:.0f} MB)")
+
+
+def check_images(context: Context) -> Check:
+    """`COURSE_NUM_IMAGES` images are on disk: prefetched, or in COURSE_DATA_DIR."""
+    config, name = context.config, "Test images"
+    wanted = config.num_images
+    if config.data_dir is not None:
+        from .data import IMAGE_SUFFIXES, image_file_problem
+
+        folder = config.data_dir
+        if not folder.is_dir():
+            return Check(name, "FAIL", f"COURSE_DATA_DIR {folder} is not a folder")
+        paths = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+        readable = sum(image_file_problem(p) is None for p in paths)
+        if readable < wanted:
+            return Check(name, "WARN", f"{readable} readable images in COURSE_DATA_DIR {folder},"
+                         f" fewer than COURSE_NUM_IMAGES={wanted}: the notebooks use them all")
+        return Check(name, "OK", f"{readable} readable images in COURSE_DATA_DIR {folder}")
+    from .data import prefetched_images_dir
+
+    folder = prefetched_images_dir(config)
+    if not (folder / "dataset_info.json").is_file():
+        return Check(name, "FAIL", f"no prefetched {config.dataset} test images in {folder}: "
+                     "offline, the notebooks would use the 12 bundled photographs",
+                     f"run `python -m utils.prefetch --images {wanted}` where the hub is "
+                     "reachable, with the same COURSE_CACHE_DIR")
+    import datasets
+
+    saved = len(datasets.load_from_disk(str(folder)))
+    if saved < wanted:
+        return Check(name, "FAIL", f"{saved} prefetched in {folder}, but COURSE_NUM_IMAGES="
+                     f"{wanted}: the notebooks would fall back to the bundled photographs",
+                     f"run `python -m utils.prefetch --images {wanted}` where the hub is "
+                     "reachable, or lower COURSE_NUM_IMAGES")
+    return Check(name, "OK", f"{saved} test images prefetched in {folder} "
+                             f"(COURSE_NUM_IMAGES={wanted})")
+
+
+def check_ray(context: Context) -> Check:
+    """Ray starts (or connects to RAY_ADDRESS) and a worker imports `utils`."""
+    import logging
+
+    import ray
+
+    from .cluster import course_runtime_env, describe_cluster
+
+    name = "Ray"
+    start = time.perf_counter()
+    try:
+        ray.init(runtime_env=course_runtime_env(), logging_level=logging.WARNING)
+        started = time.perf_counter() - start
+        where = describe_cluster()
+
+        @ray.remote(num_cpus=0.1)
+        def utils_version() -> str:
+            import utils
+
+            return utils.__name__
+
+        ray.get(utils_version.remote(), timeout=180)
+        first_task = time.perf_counter() - start - started
+    except Exception as error:  # noqa: BLE001 - report any failure to start
+        return Check(name, "FAIL", f"{type(error).__name__}: {error}",
+                     "see `ray start --help`; on a laptop, free some memory and disk in /tmp")
+    finally:
+        ray.shutdown()
+    context.measured["ray_start_s"] = started + first_task
+    return Check(name, "OK", f"{where}; ready in {started:.1f} s, a worker imported utils "
+                             f"{first_task:.1f} s later")
+
+
+def check_speed(context: Context) -> Check:
+    """Time `predict` on a few images here; estimate the time to run every notebook."""
+    from .data import load_test_images
+    from .images import convert_image_to_rgb
+    from .model import is_offline_model, load_model, pick_device
+    from .predict import predict
+    from .timing import Stopwatch
+
+    name, n = "Speed", context.timing_images
+    offline = dataclasses.replace(context.config, hub_offline=True)  # never the network
+    device = pick_device(offline)
+    with Stopwatch() as loading:
+        model, processor = load_model(offline, device=device)
+    dataset = load_test_images(n, offline)
+    images = [convert_image_to_rgb(image) for image in dataset["image"]]
+    predict(model, processor, images[:1])  # warm-up: first-call costs are not throughput
+    with Stopwatch() as watch:
+        for start in range(0, len(images), 16):
+            predict(model, processor, images[start:start + 16])
+    rate = len(images) / watch.seconds
+    source = "random-weight offline model" if is_offline_model(model) else context.config.model
+    measured = (f"{len(images)} images in {watch.seconds:.1f} s = {rate:.2f} images/s on "
+                f"{device.type} ({source})")
+    estimate = estimate_course(rate, context, loading.seconds)
+    status = "WARN" if estimate["minutes_per_notebook"] > COMFORTABLE_MINUTES_PER_NOTEBOOK else "OK"
+    advice = ""
+    if status == "WARN":
+        advice = (f"about {estimate['minutes_per_notebook']:.1f} min of computing per notebook; "
+                  f"COURSE_NUM_IMAGES={estimate['comfortable_images']} keeps each under "
+                  f"{COMFORTABLE_MINUTES_PER_NOTEBOOK:g} min")
+    return Check(name, status, f"{measured} -> running the {estimate['notebooks']} notebooks at "
+                 f"COURSE_NUM_IMAGES={context.config.num_images} takes about "
+                 f"{estimate['total_minutes']:.0f} min of computing here (plus teaching)", advice)
+
+
+def estimate_course(rate: float, context: Context, model_load_s: float) -> dict[str, Any]:
+    """Minutes of computing to run every notebook once, from a measured images/s rate.
+
+    Each notebook after the overview predicts every image about `PASSES_PER_NOTEBOOK`
+    times (the sequential baseline, then a Ray approach on the same cores) and pays
+    a fixed cost: starting Ray and loading the model.
+    """
+    notebooks = sorted(p for p in context.notebooks_dir.glob("[0-9][0-9]_*.ipynb")
+                       if not p.name.startswith("00_"))
+    count = max(1, len(notebooks))
+    fixed_s = context.measured.get("ray_start_s", 10.0) + model_load_s
+    per_notebook_s = PASSES_PER_NOTEBOOK * context.config.num_images / rate + fixed_s
+    budget_s = COMFORTABLE_MINUTES_PER_NOTEBOOK * 60 - fixed_s
+    comfortable = max(1, math.floor(budget_s * rate / PASSES_PER_NOTEBOOK)) if budget_s > 0 else 1
+    return {"notebooks": count, "minutes_per_notebook": per_notebook_s / 60,
+            "total_minutes": count * per_notebook_s / 60, "comfortable_images": comfortable}
+
+
+CHECKS: tuple[Callable[[Context], Check], ...] = (
+    check_packages, check_model, check_images, check_ray, check_speed)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def run_checks(context: Context, checks=None) -> list[Check]:
+    """Run each check, turning an unexpected exception into a FAIL line, and print it."""
+    results = []
+    for check in CHECKS if checks is None else checks:
+        chatter = io.StringIO()  # what loaders print ("Model: ...") would bury the verdicts
+        try:
+            with contextlib.redirect_stdout(chatter):
+                result = check(context)
+        except Exception as error:  # noqa: BLE001 - one broken check must not hide the others
+            label = check.__name__.removeprefix("check_").capitalize()
+            said = " | ".join(chatter.getvalue().strip().splitlines()[-3:])
+            result = Check(label, "FAIL", f"the check itself failed: {type(error).__name__}: "
+                                          f"{error}" + (f" (it printed: {said})" if said else ""))
+        print(result.line(), flush=True)
+        results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one line per check and a verdict; return 0 when ready, 1 otherwise."""
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.workshop_check",
+        description="Check, offline, that this machine is ready to teach the course.")
+    parser.add_argument("--images", type=int, default=10,
+                        help="how many images the quick speed test uses (default: 10)")
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error("--images must be at least 1")
+    config = get_config()
+    context = Context(config=config, timing_images=args.images)
+    print(f"Workshop check: COURSE_NUM_IMAGES={config.num_images}, model {config.model}, "
+          f"images from {config.data_dir or config.dataset} (no network used)", flush=True)
+    results = run_checks(context)
+    failed = [r.name for r in results if r.status == "FAIL"]
+    if failed:
+        print(f"NOT READY: fix {', '.join(failed)} (see -> above), then run this check again.")
+        return 1
+    warned = [r.name for r in results if r.status == "WARN"]
+    note = f" (look at: {', '.join(warned)})" if warned else ""
+    print(f"READY: teach with HF_HUB_OFFLINE=1 and COURSE_NUM_IMAGES={config.num_images}{note}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
