@@ -163,7 +163,8 @@ def _run_map_batches(udf, constructor_kwargs, batches, workers) -> dict:
                                                                  ray_remote_args=io_only)
         masks = ray.data.read_parquet(str(inputs), ray_remote_args=io_only).map_batches(
             udf, fn_constructor_kwargs=constructor_kwargs, batch_size=batch_size, num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=workers))
+            # min_size=1: a pool that takes every CPU up front starves the read tasks
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers))
         masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args=io_only)
         return read_masks(Path(folder) / "masks")
 

@@ -144,9 +144,7 @@ class SegmentationPredictor:
     def __init__(self, model: torch.nn.Module, image_processor: Any,
                  device: torch.device | str | None = None) -> None:
         self.device = torch.device(device) if device is not None else pick_device()
-        # Channels-last weights make PyTorch's convolutions give an image the same result
-        # whatever batch it shares (contiguous ones take another path for a batch of one).
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = model.to(self.device).eval()
         self.image_processor = image_processor
 
     @classmethod
