@@ -428,22 +428,19 @@ class Segmenter:
     def _predict(self, images: list) -> list:
         """One map per image; when the batch fails, each image alone (a failure: its reason).
 
-        A batch of one image is padded to two: on the CPU a single image takes another
-        kernel path whose float rounding can flip a near-tie pixel, and a mask should not
-        depend on how the batches happened to fall (after a rejection, or on resume).
+        `predict` gives the same mask whatever batch an image falls in (after a rejection,
+        or on resume), so retrying image by image changes no result.
         """
         from .predict import predict
 
-        if len(images) == 1:
-            return self._predict(images * 2)[:1]
         try:
             return predict(self.model, self.image_processor, images, device=self.device)
         except Exception:  # noqa: BLE001 - find the culprit image by image
             results: list = []
             for image in images:
                 try:
-                    results.extend(predict(self.model, self.image_processor, [image] * 2,
-                                           device=self.device)[:1])
+                    results.extend(predict(self.model, self.image_processor, [image],
+                                           device=self.device))
                 except Exception as error:  # noqa: BLE001
                     results.append(f"the model failed on it ({type(error).__name__}: {error})")
             return results
