@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from utils.benchmark import APPROACHES, COLUMNS, markdown_table
+from utils.benchmark import COLUMNS, markdown_table
 
 
 def test_markdown_table_formats_floats():
@@ -17,16 +17,17 @@ def test_markdown_table_formats_floats():
 
 
 @pytest.mark.slow
-def test_benchmark_command_writes_every_approach(tmp_path):
+def test_benchmark_command_writes_its_report(tmp_path):
+    """The command end to end on one Ray approach (notebook 07 runs all of them, live)."""
     out = tmp_path / "results"
     result = subprocess.run(
         [sys.executable, "-m", "utils.benchmark", "--images", "2", "--batch-size", "2",
-         "--out", str(out)],
+         "--approaches", "tasks", "--out", str(out)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = pd.read_csv(out / "benchmark.csv")
     assert list(table.columns) == list(COLUMNS)
-    assert sorted(table["approach"]) == sorted(APPROACHES)
+    assert list(table["approach"]) == ["sequential", "tasks"]  # the reference always runs
     assert (table["n_images"] == 2).all() and (table["images_per_s"] > 0).all()
     assert (table["peak_rss_mb"] > 100).all()
     report = (out / "benchmark.md").read_text()

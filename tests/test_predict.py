@@ -110,3 +110,14 @@ def test_scores_are_bit_identical_across_thread_counts(model):
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
     assert torch.equal(pair, two[:2])
+
+
+def test_scores_do_not_change_from_16_images_a_batch(model):
+    """From 16 images a batch PyTorch would switch convolutions to NNPACK, other bits."""
+    from utils.predict import ReproducibleConvolutions
+
+    pixels = torch.randn(16, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode(), ReproducibleConvolutions():
+        sixteen = model(pixel_values=pixels).logits
+        pair = model(pixel_values=pixels[:2]).logits
+    assert torch.equal(sixteen[:2], pair)

@@ -51,6 +51,18 @@ def test_notebooks_are_stored_without_outputs(path):
                 f"{path.name}: strip outputs before committing")
 
 
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_notebooks_that_use_ray_end_by_shutting_it_down(path):
+    """A kernel left holding a Ray instance keeps its workers (and their memory) alive."""
+    code = [c["source"] for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    code = ["".join(source) if isinstance(source, list) else source for source in code]
+    if not any(re.search(r"^\s*(import ray|ray\.init\()", source, re.M) for source in code):
+        return
+    last_use = max(i for i, source in enumerate(code) if re.search(r"\bray\.\w", source))
+    assert "ray.shutdown()" in code[last_use], (
+        f"{path.name}: shut Ray down (ray.shutdown()) once the notebook is done with it")
+
+
 def test_code_and_notebooks_are_ruff_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     result = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,23 @@ COLUMNS = ("approach", "n_images", "seconds", "images_per_s", "peak_rss_mb", "cp
 Batch = tuple[list[str], list[Image.Image]]
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What every approach gets: the batches in memory and, for Ray Data, the same images
+    as Parquet files on disk (written before the clock starts: preparing data is not
+    inference)."""
+
+    batches: Sequence[Batch]
+    parquet: Path
+
+
 # ---------------------------------------------------------------- the approaches
 
 
-def run_sequential(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+def run_sequential(model, processor, work: Workload, workers: int) -> dict:
     """The baseline: one process, batch after batch, torch using every core."""
     results = {}
-    for ids, images in batches:
+    for ids, images in work.batches:
         results.update(zip(ids, predict(model, processor, images), strict=True))
     return results
 
@@ -60,13 +71,13 @@ def _predict_in_worker(model, processor, ids, images) -> list[tuple[str, np.ndar
     return list(zip(ids, predict(model, processor, images), strict=True))
 
 
-def run_tasks(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+def run_tasks(model, processor, work: Workload, workers: int) -> dict:
     """Ray Tasks: the model put in the object store once, one task per batch."""
     import ray
 
     task = ray.remote(num_cpus=1)(_predict_in_worker)
     model_ref, processor_ref = ray.put(shippable_copy(model)), ray.put(processor)
-    refs = [task.remote(model_ref, processor_ref, ids, images) for ids, images in batches]
+    refs = [task.remote(model_ref, processor_ref, ids, images) for ids, images in work.batches]
     return dict(pair for pairs in ray.get(refs) for pair in pairs)
 
 
@@ -85,14 +96,14 @@ def _actor_class():
     return Predictor
 
 
-def run_actors(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+def run_actors(model, processor, work: Workload, workers: int) -> dict:
     """Ray Actors: one model replica per actor, an idle-actor loop with `ray.wait`."""
     import ray
 
     predictor = _actor_class()
     model_ref, processor_ref = ray.put(shippable_copy(model)), ray.put(processor)
     idle = [predictor.remote(model_ref, processor_ref) for _ in range(workers)]
-    pending, results, queue = {}, {}, list(batches)
+    pending, results, queue = {}, {}, list(work.batches)
     try:
         while queue or pending:
             while idle and queue:
@@ -107,7 +118,7 @@ def run_actors(model, processor, batches: Sequence[Batch], workers: int) -> dict
     return results
 
 
-def run_actor_pool(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+def run_actor_pool(model, processor, work: Workload, workers: int) -> dict:
     """ActorPool: the same actors, with the pool doing the bookkeeping."""
     import ray
     from ray.util.actor_pool import ActorPool
@@ -117,7 +128,8 @@ def run_actor_pool(model, processor, batches: Sequence[Batch], workers: int) -> 
     actors = [predictor.remote(model_ref, processor_ref) for _ in range(workers)]
     try:
         pool = ActorPool(actors)
-        pairs = pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch), batches)
+        pairs = pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch),
+                                   work.batches)
         return dict(pair for chunk in pairs for pair in chunk)
     finally:
         for actor in actors:
@@ -140,41 +152,50 @@ class _Segmenter:
         return masks_to_batch(batch["image_id"], predict(self.model, self.processor, images))
 
 
-def _image_table(batches: Sequence[Batch]) -> list[dict[str, Any]]:
-    rows = []
-    for ids, images in batches:
-        for image_id, image in zip(ids, images, strict=True):
+def write_input_parquet(batches: Sequence[Batch], folder: Path) -> Path:
+    """The images as Parquet files of encoded bytes, one file per batch: the Ray Data input.
+
+    Ray Data parallelises over blocks, and a file is read as (at least) one block; a single
+    file would send every image to one model actor while the others idle.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, (ids, images) in enumerate(batches):
+        encoded = []
+        for image in images:
             buffer = io.BytesIO()
             image.save(buffer, format="PNG", compress_level=1)
-            rows.append({"image_id": image_id, "image": buffer.getvalue()})
-    return rows
+            encoded.append(buffer.getvalue())
+        pq.write_table(pa.table({"image_id": pa.array(ids, pa.string()),
+                                 "image": pa.array(encoded, pa.binary())}),
+                       folder / f"part-{number:05d}.parquet")
+    return folder
 
 
-def _run_map_batches(udf, constructor_kwargs, batches, workers) -> dict:
+def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> dict:
     import ray
 
     from .masks_io import read_masks
 
-    batch_size = max(len(ids) for ids, _ in batches)
-    io_only = {"num_cpus": 0}  # reading and writing Parquet must not wait for the model's cores
+    batch_size = max(len(ids) for ids, _ in work.batches)
+    # Reading and writing Parquet (num_cpus=0) must not wait for the model's cores.
     with tempfile.TemporaryDirectory() as folder:
-        inputs = Path(folder) / "inputs"
-        ray.data.from_items(_image_table(batches)).write_parquet(str(inputs),
-                                                                 ray_remote_args=io_only)
-        masks = ray.data.read_parquet(str(inputs), ray_remote_args=io_only).map_batches(
+        masks = ray.data.read_parquet(str(work.parquet), num_cpus=0).map_batches(
             udf, fn_constructor_kwargs=constructor_kwargs, batch_size=batch_size, num_cpus=1,
             # min_size=1: a pool that takes every CPU up front starves the read tasks
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers))
-        masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args=io_only)
+        masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args={"num_cpus": 0})
         return read_masks(Path(folder) / "masks")
 
 
-def run_ray_data(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+def run_ray_data(model, processor, work: Workload, workers: int) -> dict:
     """Ray Data: Parquet in, `map_batches` on an actor pool, Parquet out, read back."""
     import ray
 
     shipped = ray.put((shippable_copy(model), processor))
-    return _run_map_batches(_Segmenter, {"model_ref": shipped}, batches, workers)
+    return _run_map_batches(_Segmenter, {"model_ref": shipped}, work, workers)
 
 
 class _CheckpointSegmenter:
@@ -188,13 +209,13 @@ class _CheckpointSegmenter:
         return self.predictor(batch)
 
 
-def run_checkpoint_predictor(model, processor, batches: Sequence[Batch], workers: int) -> dict:
+def run_checkpoint_predictor(model, processor, work: Workload, workers: int) -> dict:
     """Checkpoint + Predictor: each actor loads the model from a `ray.train.Checkpoint`."""
     from .predictor import save_checkpoint
 
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = save_checkpoint(model, processor, Path(folder) / "checkpoint")
-        return _run_map_batches(_CheckpointSegmenter, {"checkpoint": checkpoint}, batches,
+        return _run_map_batches(_CheckpointSegmenter, {"checkpoint": checkpoint}, work,
                                 workers)
 
 
@@ -366,6 +387,8 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
 
     from .cluster import course_runtime_env, describe_cluster
 
+    # The sequential loop always runs, first: its maps are every other approach's reference.
+    approaches = ["sequential", *[a for a in approaches if a != "sequential"]]
     out.mkdir(parents=True, exist_ok=True)
     model, processor = load_model()
     machine = machine_info(model)
@@ -379,19 +402,24 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
     print(describe_cluster())
     workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
     rows, bar = [], tqdm(total=len(counts) * len(approaches), disable=not progress)
+    scratch = tempfile.TemporaryDirectory(prefix="benchmark-")
     try:
         for n in counts:
-            batches = batched(ids[:n], images[:n], batch_size)
+            # Small enough batches that every worker gets at least two, when n allows it.
+            size = max(1, min(batch_size, n // (2 * workers)))
+            work = Workload(batched(ids[:n], images[:n], size),
+                            write_input_parquet(batched(ids[:n], images[:n], size),
+                                                Path(scratch.name) / f"images-{n}"))
             expected = None
             for name in approaches:
                 bar.set_description(f"{name} x {n}")
                 with PeakMemory() as memory:
                     start = time.perf_counter()
-                    got = RUNNERS[name](model, processor, batches, workers)
+                    got = RUNNERS[name](model, processor, work, workers)
                     seconds = time.perf_counter() - start
-                if expected is None and name == "sequential":
-                    expected = got
-                elif expected is not None:
+                if expected is None:
+                    expected = got  # the sequential loop runs first
+                else:
                     assert_same_maps(got, expected)
                 rows.append({"approach": name, "n_images": n, "seconds": round(seconds, 3),
                              "images_per_s": round(n / seconds, 3),
@@ -403,6 +431,7 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
     finally:
         bar.close()
         ray.shutdown()
+        scratch.cleanup()
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table.to_csv(out / "benchmark.csv", index=False)
     profile = profile_stages(model, processor, images[:batch_size])
@@ -478,8 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    approaches = ["sequential"] + [a for a in args.approaches if a != "sequential"]
-    table = run(sorted(args.images), approaches, args.batch_size, args.out)
+    table = run(sorted(args.images), args.approaches, args.batch_size, args.out)
     print(table.to_string(index=False))
     print(f"Results in {args.out}/benchmark.csv, benchmark.md, benchmark.png")
     return 0

@@ -48,14 +48,15 @@ def predict(
 
 
 class ReproducibleConvolutions(TorchFunctionMode):
-    """Run dense CPU convolutions on PyTorch's own kernels instead of oneDNN's.
+    """Run dense CPU convolutions on PyTorch's own kernels instead of oneDNN's or NNPACK's.
 
-    oneDNN picks its convolution algorithm by thread count and batch size, so the same
-    image could get scores differing in the last bit on a 1-thread Ray worker and in a
-    2-thread loop, and a pixel on a near-tie could change class. PyTorch's own kernels
-    (matrix multiplies) give the same bits for any thread count and any batch of two or
-    more images (a single image is therefore predicted as a batch of two), at about the
-    same speed. Depthwise convolutions keep oneDNN: they are reproducible already.
+    oneDNN picks its convolution algorithm by thread count and batch size, and PyTorch
+    switches to NNPACK from 16 images a batch, so the same image could get scores
+    differing in the last bit on a 1-thread Ray worker and in a 2-thread loop, or in
+    batches of 8 and of 16, and a pixel on a near-tie could change class. PyTorch's own
+    kernels (matrix multiplies) give the same bits for any thread count and any batch of
+    two or more images (a single image is therefore predicted as a batch of two), at
+    about the same speed. Depthwise convolutions keep oneDNN: they are reproducible already.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -63,8 +64,15 @@ class ReproducibleConvolutions(TorchFunctionMode):
         if func in (F.conv2d, torch.conv2d):
             groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
             if groups == 1 and args[0].device.type == "cpu":
-                with torch.backends.mkldnn.flags(enabled=False):
+                # Only the `enabled` switch: `mkldnn.flags()` also resets TF32 and warns.
+                onednn = torch.backends.mkldnn.enabled
+                torch.backends.mkldnn.enabled = False
+                (nnpack,) = torch.backends.nnpack.set_flags(False)
+                try:
                     return func(*args, **kwargs)
+                finally:
+                    torch.backends.mkldnn.enabled = onednn
+                    torch.backends.nnpack.set_flags(nnpack)
         return func(*args, **kwargs)
 
 
