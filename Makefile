@@ -4,6 +4,7 @@
 #   make run    execute every notebook headless; executed copies land in build/executed/
 #   make prefetch  download the model and test images for an offline workshop
 #   make bench  measure every approach at 10, 100 and 1000 images; results in results/
+#   make bench-memory  the production job on 10,000 images: peak memory of the whole run
 #   make test-cluster  a real two-node Ray cluster on this machine (token auth); notebooks 03 and 05 on it
 #   make test-gpu      every notebook on a CUDA GPU; without one it says so, runs nothing, exits 77
 #   make check-workshop  offline readiness check: packages, model, images, Ray, a 10-image timing
@@ -16,6 +17,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 TEST_IMAGES ?= 8
 
 .PHONY: setup lab test test-unit test-notebooks test-cluster test-gpu run prefetch check-workshop bench
+.PHONY: bench-memory
 .PHONY: segment lint diagrams clean
 
 setup: $(STAMP)
@@ -67,6 +69,10 @@ prefetch: setup
 BENCH_IMAGES ?= 10 100 1000
 bench: setup
 	$(BIN)/python -m utils.benchmark --images $(BENCH_IMAGES) --out results
+
+JOB_IMAGES ?= 10000
+bench-memory: setup
+	$(BIN)/python -m utils.benchmark --job-memory $(JOB_IMAGES) --out results
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,5 +1,6 @@
 """The benchmark command end to end, tiny, plus its pure helpers."""
 
+import json
 import os
 import subprocess
 import sys
@@ -34,3 +35,19 @@ def test_benchmark_command_writes_its_report(tmp_path):
     for heading in ("Images per second", "ms per image", "Hardware ceiling", "GFLOP"):
         assert heading in report
     assert (out / "benchmark.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_job_memory_run_accounts_for_every_image(tmp_path):
+    """The production job on generated files (bundled photos, then variants), memory sampled."""
+    result = subprocess.run(
+        [sys.executable, "-m", "utils.benchmark", "--job-memory", "13", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    measured = json.loads((tmp_path / "job_memory.json").read_text())
+    assert measured["masks_written"] == measured["images"] == 13
+    # The driver alone holds torch and a model; shared pages make RSS sums exceed PSS sums.
+    assert 0.2 < measured["peak_pss_gib"] <= measured["peak_rss_gib"] < 16
+    assert measured["int64_maps_in_driver_gib"] == pytest.approx(8 * measured["uint8_maps_gib"],
+                                                                 abs=0.02)
+    assert "would need" in result.stdout

@@ -2,6 +2,7 @@
 
     python -m utils.benchmark [--images 10 100 1000] [--approaches sequential tasks ...]
                               [--batch-size 16] [--out results]
+    python -m utils.benchmark --job-memory 10000     # the production job's peak memory
 
 Writes `results/benchmark.csv` (one row per approach and image count), `benchmark.md`
 (the same as a table, with the machine and the stage profile), and `benchmark.png`
@@ -230,14 +231,28 @@ RUNNERS: dict[str, Callable[..., dict]] = {
 
 
 class PeakMemory:
-    """Samples the resident memory of this process plus Ray's worker processes on this node."""
+    """Samples the resident memory of this process plus Ray's worker processes on this node,
+    or of the process `root` and everything it started.
 
-    def __init__(self, interval_s: float = 0.25) -> None:
-        self.interval_s, self.peak_bytes = interval_s, 0
+    Resident sizes (RSS) are summed, so memory shared between processes (libraries, Ray's
+    object store) counts once per process: an upper bound. With `proportional=True` it also
+    sums each process's proportional set size (PSS: shared pages split between the
+    processes sharing them), which adds up to the memory the run actually occupies.
+    """
+
+    def __init__(self, interval_s: float = 0.25, root: int | None = None,
+                 proportional: bool = False) -> None:
+        self.interval_s, self.peak_bytes, self.root = interval_s, 0, root
+        self.proportional, self.peak_pss_bytes = proportional, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _processes(self) -> list[psutil.Process]:
+        if self.root is not None:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(self.root)
+                return [root, *root.children(recursive=True)]
+            return []
         found = [psutil.Process()]
         try:
             import ray
@@ -252,11 +267,14 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            total = 0
+            total = proportional = 0
             for process in self._processes():
                 with contextlib.suppress(psutil.Error):
                     total += process.memory_info().rss
+                    if self.proportional:
+                        proportional += process.memory_full_info().pss
             self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, proportional)
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> PeakMemory:
@@ -499,6 +517,60 @@ def write_report(table, machine, profile, ceiling, speed, out: Path) -> None:
     plt.close(figure)
 
 
+def job_memory_run(n: int, out: Path) -> dict[str, Any]:
+    """Segment `n` images with the production job (`python -m utils.segment`) and measure the
+    peak resident memory of the whole run: the job's driver and every process it started.
+
+    The images are the bundled photographs and their deterministic variants, written as
+    JPEG files one at a time (this process never holds them all). Also states what
+    collecting every map in the driver as int64, as the 2022 course did, would take.
+    """
+    import subprocess
+    import sys
+
+    from .data import bundled_image_paths, make_variant
+    from .segment_io import OK
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="job-memory-") as folder:
+        source, pixels = Path(folder) / "images", 0
+        source.mkdir()
+        paths = bundled_image_paths()
+        for index in range(n):
+            path = paths[index % len(paths)]
+            if index < len(paths):
+                with Image.open(path) as original:
+                    original.load()
+                    image = convert_image_to_rgb(original)
+            else:
+                image = make_variant(path, index // len(paths), seed=index)[0].convert("RGB")
+            image.save(source / f"{index:06d}.jpg", quality=90)
+            pixels += image.width * image.height
+        command = [sys.executable, "-m", "utils.segment", str(source), "--out",
+                   str(Path(folder) / "masks"), "--preview", "0"]
+        start = time.perf_counter()
+        job = subprocess.Popen(command)
+        with PeakMemory(interval_s=0.5, root=job.pid, proportional=True) as memory:
+            code = job.wait()
+        seconds = time.perf_counter() - start
+        index = pd.read_parquet(Path(folder) / "masks" / "index.parquet") if code == 0 else None
+        written = int((index["status"] == OK).sum()) if index is not None else 0
+    result = {"images": n, "exit_code": code, "masks_written": written,
+              "seconds": round(seconds, 1), "images_per_s": round(n / seconds, 3),
+              "peak_pss_gib": round(memory.peak_pss_bytes / 2**30, 2),
+              "peak_rss_gib": round(memory.peak_bytes / 2**30, 2),
+              "int64_maps_in_driver_gib": round(pixels * 8 / 2**30, 2),
+              "uint8_maps_gib": round(pixels / 2**30, 2)}
+    (out / "job_memory.json").write_text(json.dumps(result, indent=2))
+    print(f"\nThe job: {n} images in {seconds:.0f} s, {written} masks written, exit code {code}; "
+          f"peak memory of the whole run {result['peak_pss_gib']:.2f} GiB (summed PSS; "
+          f"summed RSS, counting shared pages once per process: {result['peak_rss_gib']:.2f} GiB).")
+    print(f"Collecting all {n} maps in the driver as int64 would need "
+          f"{result['int64_maps_in_driver_gib']:.2f} GiB for the maps alone "
+          f"(as uint8: {result['uint8_maps_gib']:.2f} GiB).")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.benchmark", description=__doc__)
     parser.add_argument("--images", type=int, nargs="+", default=[10, 100, 1000])
@@ -506,7 +578,13 @@ def main(argv: list[str] | None = None) -> int:
                         default=list(APPROACHES))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--job-memory", type=int, metavar="N",
+                        help="instead: run the production job on N images, measure its peak "
+                             "memory (results/job_memory.json)")
     args = parser.parse_args(argv)
+    if args.job_memory:
+        result = job_memory_run(args.job_memory, args.out)
+        return 0 if result["exit_code"] == 0 and result["masks_written"] == args.job_memory else 1
     table = run(sorted(args.images), args.approaches, args.batch_size, args.out)
     print(table.to_string(index=False))
     print(f"Results in {args.out}/benchmark.csv, benchmark.md, benchmark.png")

@@ -489,11 +489,15 @@ def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.
         actor_cpus, actor_gpus = 1.0, min(1.0, gpus / actors)
     else:
         actors = args.actors or max(1, int(cpus) - 1)
-        # Leave room for one read task, or the read stage could never be scheduled.
-        actor_cpus, actor_gpus = min(1.0, max(0.1, (cpus - READ_CPUS) / actors)), 0
+        # Leave room for one read task, or the read stage could never be scheduled; give
+        # the actors the rest (on 2 CPUs: one actor with 1.5 CPUs, so 2 torch threads).
+        largest_node = max((node["Resources"].get("CPU", 0) for node in ray.nodes()
+                            if node["Alive"]), default=cpus)
+        actor_cpus = min(largest_node, max(0.1, (cpus - READ_CPUS) / actors))
+        actor_gpus = 0
     batch_size = min(args.batch_size, len(todo))
     log(f"segment: {len(todo)} files to do; {actors} model actor(s) on "
-        f"{'GPU' if use_gpu else 'CPU'}, batches of {batch_size}")
+        f"{'GPU' if use_gpu else f'{actor_cpus:g} CPU(s) each'}, batches of {batch_size}")
 
     items = [{"image_id": image_id, "path": os.fsencode(path)} for image_id, path in todo]
     model_ref = ray.put(model)  # held here for the whole run, so restarted actors can fetch it
