@@ -41,6 +41,12 @@ def test_variants_fill_the_count_deterministically(capsys):
     assert first[25]["image"].tobytes() == second[25]["image"].tobytes()
 
 
+def test_variant_ids_stay_unique_when_parameters_repeat():
+    # Around 300 images, two variants of one photo drew the same rounded crop and resize.
+    ids = load_test_images(300, OFFLINE)["image_id"]
+    assert len(set(ids)) == 300
+
+
 def test_variant_differs_from_its_source():
     path = bundled_image_paths()[0]
     variant, how = make_variant(path, round_=1, seed=12)

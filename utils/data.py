@@ -142,7 +142,7 @@ def load_bundled_images(n: int) -> datasets.Dataset:
         source = paths[index % len(paths)]
         image, how = make_variant(source, index // len(paths), seed=index)
         images.append({"bytes": _png_bytes(image), "path": None})
-        ids.append(f"{source.name}~{how}")
+        ids.append(f"{source.name}~{index}-{how}")  # the index keeps ids unique
     if n > len(paths):
         print(f"Test images: {len(paths)} bundled photographs plus {n - len(paths)} "
               f"deterministic variants (crops, resizes, flips) to reach {n}.")
