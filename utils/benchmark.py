@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from .check import assert_same_maps
-from .data import load_test_images
+from .data import load_test_images, png_bytes
 from .images import convert_image_to_rgb
 from .model import is_offline_model, load_model, shippable_copy
 from .predict import predict, reference_predict, upsample_argmax
@@ -164,11 +164,7 @@ def write_input_parquet(batches: Sequence[Batch], folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     for number, (ids, images) in enumerate(batches):
-        encoded = []
-        for image in images:
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG", compress_level=1)
-            encoded.append(buffer.getvalue())
+        encoded = [png_bytes(image) for image in images]
         pq.write_table(pa.table({"image_id": pa.array(ids, pa.string()),
                                  "image": pa.array(encoded, pa.binary())}),
                        folder / f"part-{number:05d}.parquet")
@@ -308,11 +304,7 @@ def machine_info(model) -> dict[str, Any]:
 def profile_stages(model, processor, images: Sequence[Image.Image]) -> dict[str, float]:
     """Milliseconds per image for each stage of `predict`, on one batch."""
     n = len(images)
-    encoded = []
-    for image in images:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
-        encoded.append(buffer.getvalue())
+    encoded = [png_bytes(image) for image in images]
     timings: dict[str, float] = {}
 
     def clock(name: str, fn: Callable[[], Any]) -> Any:
@@ -425,9 +417,9 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
         for n in counts:
             # Small enough batches that every worker gets at least two, when n allows it.
             size = max(1, min(batch_size, n // (2 * workers)))
-            work = Workload(batched(ids[:n], images[:n], size),
-                            write_input_parquet(batched(ids[:n], images[:n], size),
-                                                Path(scratch.name) / f"images-{n}"))
+            batches = batched(ids[:n], images[:n], size)
+            work = Workload(batches, write_input_parquet(batches,
+                                                         Path(scratch.name) / f"images-{n}"))
             expected = None
             for name in approaches:
                 bar.set_description(f"{name} x {n}")

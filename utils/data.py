@@ -141,7 +141,7 @@ def load_bundled_images(n: int) -> datasets.Dataset:
     for index in range(len(paths), n):
         source = paths[index % len(paths)]
         image, how = make_variant(source, index // len(paths), seed=index)
-        images.append({"bytes": _png_bytes(image), "path": None})
+        images.append({"bytes": png_bytes(image), "path": None})
         ids.append(f"{source.name}~{index}-{how}")  # the index keeps ids unique
     if n > len(paths):
         print(f"Test images: {len(paths)} bundled photographs plus {n - len(paths)} "
@@ -172,7 +172,7 @@ def make_variant(path: Path, round_: int, seed: int) -> tuple[Image.Image, str]:
     return image, how
 
 
-def _png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
