@@ -173,6 +173,7 @@ def make_variant(path: Path, round_: int, seed: int) -> tuple[Image.Image, str]:
 
 
 def png_bytes(image: Image.Image) -> bytes:
+    """`image` encoded as PNG, with fast (level 1) compression."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
