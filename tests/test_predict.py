@@ -1,3 +1,5 @@
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,14 @@ def test_upsample_argmax_peaky_logits_keep_few_classes():
 def test_exact_ties_go_to_the_lowest_class_like_the_reference():
     logits = torch.zeros(150, 4, 4)
     logits[[3, 90, 149]] = 1.0
-    assert upsample_argmax(logits, (10, 10)).unique().tolist() == [3]
+    assert upsample_argmax(logits, (100, 100)).unique().tolist() == [3]  # plane by plane
+    # torch's channels-last kernel (also used for small outputs) sums the SIMD tail's
+    # classes in another order: class 149 comes out one ulp higher at a few pixels.
+    for size in [(10, 10), (100, 100)]:
+        for layout in (logits, logits[None].contiguous(memory_format=torch.channels_last)[0]):
+            result = upsample_argmax(layout, size)
+            torch.testing.assert_close(result, reference(layout, size), rtol=0, atol=0)
+            assert 90 not in result
     single = torch.zeros(150, 4, 4)
     single[12] = 2.0
     assert upsample_argmax(single, (5, 7)).unique().tolist() == [12]
@@ -121,3 +130,89 @@ def test_scores_do_not_change_from_16_images_a_batch(model):
         sixteen = model(pixel_values=pixels).logits
         pair = model(pixel_values=pixels[:2]).logits
     assert torch.equal(sixteen[:2], pair)
+
+
+def tricky_logits(kind, classes, h, w, seed):
+    """Scores full of ties and near-ties, where only exact arithmetic gets every pixel."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(classes, h, w, generator=generator)
+    if kind == "quantised":  # exact ties between classes, and between pixels' candidates
+        return (logits * 2).round()
+    if kind == "duplicated":  # whole classes tied with a later twin
+        twins = torch.randint(0, classes, (classes // 3,), generator=generator)
+        logits[classes - twins.numel():] = logits[twins]
+        return logits
+    if kind == "close":  # a few classes within float rounding of each other
+        leader = logits[:1] * 0.1 + 5
+        nudges = torch.randint(-3, 4, (5, h, w), generator=generator) * 2e-7
+        logits[::31][:5] = leader + nudges[: logits[::31].shape[0]]
+        return logits
+    return logits * 3
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["planar", "channels_last"])
+@pytest.mark.parametrize("kind", ["quantised", "duplicated", "close", "plain"])
+@pytest.mark.parametrize(("classes", "grid", "size"), [
+    (150, (32, 29), (300, 451)),  # upsampling by odd factors
+    (150, (24, 24), (50, 70)),  # small output: torch's channels-last kernel for both layouts
+    (45, (20, 33), (13, 9)),  # downsampling
+    (21, (9, 40), (1, 123)),  # a single row
+    (13, (16, 12), (400, 1)),  # a single column, from 16 rows (torch's index unsure: plain path)
+    (150, (17, 19), (17, 19)),  # same size: torch copies
+])
+def test_upsample_argmax_is_exact_on_ties_and_near_ties(channels_last, kind, classes, grid, size,
+                                                        monkeypatch):
+    monkeypatch.setattr(importlib.import_module("utils.predict"), "_PLAIN_UP_TO", 0)  # fast path
+    logits = tricky_logits(kind, classes, *grid, seed=classes + size[0])
+    if channels_last:
+        logits = logits[None].contiguous(memory_format=torch.channels_last)[0]
+    torch.testing.assert_close(upsample_argmax(logits, size), reference(logits, size),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_upsample_argmax_takes_the_plain_path_for_non_finite_scores(bad):
+    logits = torch.randn(20, 8, 8, generator=torch.Generator().manual_seed(3))
+    logits[4, 2, 3] = bad
+    torch.testing.assert_close(upsample_argmax(logits, (30, 30)), reference(logits, (30, 30)),
+                               rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def model_logits(model, image_processor):
+    """SegFormer's channels-last logits for a few photos, as `predict` computes them."""
+    from conftest import photo
+
+    from utils.predict import ReproducibleConvolutions
+
+    images = [photo(683, 512, seed=5), photo(451, 300, seed=6)]
+    pixels = image_processor(images=images, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode(), ReproducibleConvolutions():
+        return model(pixel_values=pixels).logits
+
+
+@pytest.mark.parametrize("size", [(512, 683), (300, 451), (64, 64), (97, 31)])
+def test_upsample_argmax_is_exact_on_model_logits(model_logits, size, monkeypatch):
+    module = importlib.import_module("utils.predict")  # `utils.predict` is also the function
+    monkeypatch.setattr(module, "_PLAIN_UP_TO", 0)  # the fast path even for small outputs
+    calls = {"_exact": 0, "_upsample_all": 0}
+
+    def counted(name):
+        original = getattr(module, name)
+
+        def spy(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        return spy
+
+    for name in calls:
+        monkeypatch.setattr(module, name, counted(name))
+    for logits in model_logits:
+        assert logits.stride(0) == 1  # channels-last, as on the CPU
+        for layout in (logits, logits.contiguous()):
+            torch.testing.assert_close(upsample_argmax(layout, size), reference(layout, size),
+                                       rtol=0, atol=0)
+    assert calls["_upsample_all"] == 0  # the fast path did all the work...
+    if size[0] > 200:  # ...with exact passes for unsettled pixels at full size
+        assert calls["_exact"] > 2 * len(model_logits)
