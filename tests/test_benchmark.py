@@ -35,6 +35,9 @@ def test_benchmark_command_writes_its_report(tmp_path):
     for heading in ("Images per second", "ms per image", "Hardware ceiling", "GFLOP"):
         assert heading in report
     assert (out / "benchmark.png").stat().st_size > 1000
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["cpu_count"] >= 1 and machine["speed"]["predict_vs_forward"] > 0
+    assert set(machine["stage_ms_per_image"]) >= {"preprocess", "model forward"}
 
 
 @pytest.mark.slow

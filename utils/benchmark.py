@@ -388,8 +388,12 @@ def batched(ids: list[str], images: list[Image.Image], size: int) -> list[Batch]
 
 
 def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: Path,
-        progress: bool = True) -> pd.DataFrame:
-    """Run every approach at every count, check the maps, write the results; return the table."""
+        progress: bool = True, profile: bool = True) -> pd.DataFrame:
+    """Run every approach at every count, check the maps, write the results; return the table.
+
+    With `profile`, the report also times one batch by stage, `predict` against the forward
+    pass alone, and the hardware ceiling (a minute or two on a small CPU).
+    """
     import logging
 
     import ray
@@ -444,12 +448,14 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
         scratch.cleanup()
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table.to_csv(out / "benchmark.csv", index=False)
-    profile = profile_stages(model, processor, images[:batch_size])
-    ceiling = hardware_ceiling(model)
-    speed = measure_forward_vs_predict(model, processor, images[:2 * batch_size], batch_size)
-    (out / "machine.json").write_text(json.dumps(
-        {**machine, **ceiling, **speed, "stage_ms_per_image": profile}, indent=2))
-    write_report(table, machine, profile, ceiling, speed, out)
+    stages: dict[str, Any] = {}
+    if profile:
+        stages = {"stage_ms_per_image": profile_stages(model, processor, images[:batch_size]),
+                  "ceiling": hardware_ceiling(model),
+                  "speed": measure_forward_vs_predict(model, processor,
+                                                      images[:2 * batch_size], batch_size)}
+    (out / "machine.json").write_text(json.dumps({**machine, **stages}, indent=2))
+    write_report(table, machine, stages, out)
     return table
 
 
@@ -463,8 +469,10 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(table, machine, profile, ceiling, speed, out: Path) -> None:
-    """benchmark.md (tables and ratios) and benchmark.png (images/s per approach and count)."""
+def write_report(table: pd.DataFrame, machine: dict[str, Any], stages: dict[str, Any],
+                 out: Path) -> None:
+    """benchmark.md (tables, ratios and, when measured, `stages`: the stage profile, predict
+    vs forward, the hardware ceiling) and benchmark.png (images/s per approach and count)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -482,21 +490,8 @@ def write_report(table, machine, profile, ceiling, speed, out: Path) -> None:
     if "sequential" in wide.index:
         lines += ["## Relative to the sequential loop", "",
                   markdown_table(wide / wide.loc["sequential"], ".2f"), ""]
-    lines += ["## Where one batch's time goes (ms per image)", "",
-              markdown_table(pd.Series(profile, name="ms per image").to_frame(), ".1f"), "",
-              "## predict vs the forward pass alone", "",
-              f"- forward alone: {speed['forward_images_per_s']:.2f} images/s",
-              f"- utils.predict end to end: {speed['predict_images_per_s']:.2f} images/s "
-              f"= **{speed['predict_vs_forward']:.2f}x** the forward pass",
-              f"- transformers' post-processing end to end: "
-              f"{speed['plain_predict_images_per_s']:.2f} images/s = "
-              f"{speed['plain_vs_forward']:.2f}x", "",
-              "## Hardware ceiling", "",
-              f"- SegFormer-b0 forward: {ceiling['gflop_per_image']:.1f} GFLOP per 512x512 image",
-              f"- fp32 matrix multiply measured here: {ceiling['matmul_gflop_per_s']:.0f} GFLOP/s",
-              f"- ceiling: {ceiling['ceiling_images_per_s']:.1f} images/s; "
-              "the forward pass reaches "
-              f"{speed['forward_images_per_s'] / ceiling['ceiling_images_per_s']:.0%} of it", ""]
+    if stages:
+        lines += stage_report(stages["stage_ms_per_image"], stages["ceiling"], stages["speed"])
     (out / "benchmark.md").write_text("\n".join(lines))
     figure, ax = plt.subplots(figsize=(8, 4.5))
     wide.T.plot(ax=ax, marker="o")
@@ -507,6 +502,26 @@ def write_report(table, machine, profile, ceiling, speed, out: Path) -> None:
     figure.tight_layout()
     figure.savefig(out / "benchmark.png", dpi=120)
     plt.close(figure)
+
+
+def stage_report(profile: dict[str, float], ceiling: dict[str, float],
+                 speed: dict[str, float]) -> list[str]:
+    """Markdown lines: the stage profile, predict vs the forward pass, the hardware ceiling."""
+    return ["## Where one batch's time goes (ms per image)", "",
+            markdown_table(pd.Series(profile, name="ms per image").to_frame(), ".1f"), "",
+            "## predict vs the forward pass alone", "",
+            f"- forward alone: {speed['forward_images_per_s']:.2f} images/s",
+            f"- utils.predict end to end: {speed['predict_images_per_s']:.2f} images/s "
+            f"= **{speed['predict_vs_forward']:.2f}x** the forward pass",
+            f"- transformers' post-processing end to end: "
+            f"{speed['plain_predict_images_per_s']:.2f} images/s = "
+            f"{speed['plain_vs_forward']:.2f}x", "",
+            "## Hardware ceiling", "",
+            f"- SegFormer-b0 forward: {ceiling['gflop_per_image']:.1f} GFLOP per 512x512 image",
+            f"- fp32 matrix multiply measured here: {ceiling['matmul_gflop_per_s']:.0f} GFLOP/s",
+            f"- ceiling: {ceiling['ceiling_images_per_s']:.1f} images/s; "
+            "the forward pass reaches "
+            f"{speed['forward_images_per_s'] / ceiling['ceiling_images_per_s']:.0%} of it", ""]
 
 
 def job_memory_run(n: int, out: Path) -> dict[str, Any]:
