@@ -350,7 +350,7 @@ def test_interrupted_run_leaves_complete_files_and_resumes(tmp_path):
     (source / "broken.jpg").write_text("not a photo")
     command = [sys.executable, "-m", "utils.segment", str(source), "--out", str(out),
                "--batch-size", "2", "--actors", "1", "--preview", "0"]
-    job = subprocess.Popen(command, cwd=REPO, env=job_env({"COURSE_SEGMENT_DELAY_S": "0.3"}),
+    job = subprocess.Popen(command, cwd=REPO, env=job_env({"COURSE_SEGMENT_DELAY_S": "1"}),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: count_masks(out) >= 2, 180, "the first masks", job)
