@@ -295,16 +295,19 @@ def _contenders(logits: torch.Tensor, margin: float,
     # by window, then classes before the SIMD tail, the likeliest first
     order = np.argsort((window * 2 + tail) * 2 - likely, kind="stable")
     window, cls, wmax, tail = window[order], cls[order], wmax[order], tail[order]
-    count = np.bincount(window, minlength=h * w)
-    rank = np.arange(window.size) - (np.cumsum(count) - count)[window]
-    return window, cls, wmax, (rank < _SLOTS) & ~tail
+    return window, cls, wmax, (_rank_in_window(window, h * w) < _SLOTS) & ~tail
+
+
+def _rank_in_window(window: np.ndarray, windows: int) -> np.ndarray:
+    """Each entry's position within its window, for entries sorted by `window`."""
+    count = np.bincount(window, minlength=windows)
+    return np.arange(window.size) - (np.cumsum(count) - count)[window]
 
 
 def _table(windows: int, window: np.ndarray, cls: np.ndarray) -> np.ndarray:
     """(windows, `_SLOTS`) classes: the first `_SLOTS` of `cls` (sorted by `window`) of each
     window in ascending order; free slots hold class 0, evaluated exactly like the others."""
-    count = np.bincount(window, minlength=windows)
-    rank = np.arange(window.size) - (np.cumsum(count) - count)[window]
+    rank = _rank_in_window(window, windows)
     keep = rank < _SLOTS
     table = np.zeros((windows, _SLOTS), np.int64)
     table[window[keep], rank[keep]] = cls[keep]
