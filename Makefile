@@ -15,6 +15,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 # Tests use few images so the whole suite stays fast; learners get the default (160).
 TEST_IMAGES ?= 8
+# Test files run two at a time (one notebook's cells always in one kernel): most tests spend
+# their time starting processes, not computing, so two keep a 2-core machine busy.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: setup lab test test-unit test-notebooks test-cluster test-gpu run prefetch check-workshop bench
 .PHONY: bench-memory
@@ -36,10 +40,10 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
 
 test: setup
-	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests notebooks --nbval-lax --durations=15
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests notebooks --nbval-lax $(XDIST) --durations=25
 
 test-unit: setup
-	$(BIN)/python -m pytest tests -m "not cluster"
+	$(BIN)/python -m pytest tests -m "not cluster" $(XDIST)
 
 test-cluster: setup
 	$(BIN)/python -m pytest tests -m cluster
@@ -55,7 +59,7 @@ segment: setup
 	$(BIN)/python -m utils.segment "$(SOURCE)" --out "$(OUT)"
 
 test-notebooks: setup
-	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax $(XDIST)
 
 run: setup
 	mkdir -p build/executed
