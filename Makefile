@@ -1,6 +1,6 @@
 # Scalable Batch Inference with Ray: one command to learn, one to test.
 #   make lab    set up .venv and open JupyterLab on notebooks/
-#   make test   set up .venv and run every test (unit tests, then every notebook under nbval)
+#   make test   set up .venv and run every test: every notebook under nbval, and the unit tests
 #   make run    execute every notebook headless; executed copies land in build/executed/
 #   make prefetch  download the model and test images for an offline workshop
 #   make bench  measure every approach at 10, 100 and 1000 images; results in results/
@@ -16,7 +16,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 # Tests use few images so the whole suite stays fast; learners get the default (160).
 TEST_IMAGES ?= 8
 # Test files run two at a time (one notebook's cells always in one kernel): most tests spend
-# their time starting processes, not computing, so two keep a 2-core machine busy.
+# their time starting processes, not computing, so two keep a 2-core machine busy. The
+# notebooks, the longest files, go first so that short ones fill the end.
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile
 
@@ -40,7 +41,7 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
 
 test: setup
-	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests notebooks --nbval-lax $(XDIST) --durations=25
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks tests --nbval-lax $(XDIST) --durations=25
 
 test-unit: setup
 	$(BIN)/python -m pytest tests -m "not cluster" $(XDIST)

@@ -333,6 +333,15 @@ def wait_for(condition, timeout: float, what: str, job: subprocess.Popen | None 
         time.sleep(0.1)
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """Run in the job's process before it starts: SIGINT back to its default.
+
+    A shell without job control starts background commands (`make test &`, some CI steps)
+    with SIGINT ignored, and children inherit that: the job would never see the Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def count_masks(out: Path) -> int:
     return sum(1 for _ in (out / "masks").rglob("*.png")) if (out / "masks").exists() else 0
 
@@ -351,7 +360,8 @@ def test_interrupted_run_leaves_complete_files_and_resumes(tmp_path):
     command = [sys.executable, "-m", "utils.segment", str(source), "--out", str(out),
                "--batch-size", "2", "--actors", "1", "--preview", "0"]
     job = subprocess.Popen(command, cwd=REPO, env=job_env({"COURSE_SEGMENT_DELAY_S": "1"}),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         wait_for(lambda: count_masks(out) >= 2, 180, "the first masks", job)
         job.send_signal(signal.SIGINT)  # what Ctrl-C does
@@ -392,3 +402,4 @@ def model_actor_pids(marker: str) -> list[int]:
         except (psutil.Error, OSError):
             continue
     return pids
+

@@ -60,7 +60,7 @@ MANIFEST_FILE = "run.json"
 PREVIEWS_DIR = "previews"
 FLUSH_ROWS, FLUSH_SECONDS = 64, 5.0  # save an index shard this often
 SUMMARY_LINES = 25  # rejections and notes listed in the summary (all are in the index)
-READ_CPUS = 0.5  # CPUs reserved by each read task (decoding is light next to the model)
+READ_CPUS = 0.5  # CPUs reserved by the reader actor (decoding is light next to the model)
 # For tests and demonstrations only: seconds each model batch sleeps, to make a run long
 # enough to interrupt or to kill a worker in.
 DELAY_VARIABLE = "COURSE_SEGMENT_DELAY_S"
@@ -372,6 +372,15 @@ def read_batch(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: _column(values) for name, values in columns.items()}
 
 
+class Reader:
+    """Read stage on one long-lived actor. As tasks, each batch could land in a fresh worker
+    process (Ray retires idle workers beyond one per CPU within a second or so), and every
+    new worker pays for importing the course's libraries again."""
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return read_batch(batch)
+
+
 def _column(values: list) -> np.ndarray:
     if values and isinstance(values[0], (int, np.integer)):
         return np.asarray(values, dtype=np.int64)
@@ -503,7 +512,8 @@ def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.
     model_ref = ray.put(model)  # held here for the whole run, so restarted actors can fetch it
     dataset = (
         ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch_size))
-        .map_batches(read_batch, batch_size=batch_size, num_cpus=READ_CPUS)
+        .map_batches(Reader, batch_size=batch_size, num_cpus=READ_CPUS,
+                     compute=ray.data.ActorPoolStrategy(size=1))
         .map_batches(Segmenter, batch_size=batch_size,
                      compute=ray.data.ActorPoolStrategy(size=actors),
                      num_cpus=actor_cpus, num_gpus=actor_gpus,
