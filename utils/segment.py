@@ -60,6 +60,7 @@ MANIFEST_FILE = "run.json"
 PREVIEWS_DIR = "previews"
 FLUSH_ROWS, FLUSH_SECONDS = 64, 5.0  # save an index shard this often
 SUMMARY_LINES = 25  # rejections and notes listed in the summary (all are in the index)
+LOCAL_OBJECT_STORE_BYTES = 512 * 2**20  # ample for a few batches in flight; see local_object_store
 READ_CPUS = 0.5  # CPUs reserved by the reader actor (decoding is light next to the model)
 # For tests and demonstrations only: seconds each model batch sleeps, to make a run long
 # enough to interrupt or to kill a worker in.
@@ -473,7 +474,8 @@ def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.
     for attempt in (1, 2):
         try:
             ray.init(runtime_env=runtime_env, logging_level=logging.WARNING,
-                     include_dashboard=args.dashboard, dashboard_host="127.0.0.1")
+                     include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
+                     **local_object_store())
             break
         except Exception as error:  # noqa: BLE001 - e.g. a raylet slow to start on a busy host
             ray.shutdown()
@@ -553,6 +555,18 @@ def result_row(batch: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
         "source_bytes": None if size < 0 else size,
         "source_mtime_ns": None if mtime < 0 else mtime,
     }
+
+
+def local_object_store() -> dict[str, int]:
+    """`ray.init` arguments that size the object store of a Ray instance started here.
+
+    Ray's default is 30% of the RAM. Every page of it that a long run has used once stays
+    resident, so memory creeps up towards that size although the pipeline holds only a few
+    batches at a time: give it `LOCAL_OBJECT_STORE_BYTES` instead. A cluster (RAY_ADDRESS)
+    keeps its own setting.
+    """
+    return {} if os.environ.get("RAY_ADDRESS") else {"object_store_memory":
+                                                      LOCAL_OBJECT_STORE_BYTES}
 
 
 def _shutdown_ray() -> None:
