@@ -1,6 +1,6 @@
 # Scalable Batch Inference with Ray: one command to learn, one to test.
 #   make lab    set up .venv and open JupyterLab on notebooks/
-#   make test   set up .venv and run every test: every notebook under nbval, and the unit tests
+#   make test   set up .venv and run every test (unit tests, then every notebook under nbval)
 #   make run    execute every notebook headless; executed copies land in build/executed/
 #   make prefetch  download the model and test images for an offline workshop
 #   make bench  measure every approach at 10, 100 and 1000 images; results in results/
@@ -15,11 +15,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 # Tests use few images so the whole suite stays fast; learners get the default (160).
 TEST_IMAGES ?= 8
-# Test files run two at a time (one notebook's cells always in one kernel): most tests spend
-# their time starting processes, not computing, so two keep a 2-core machine busy. The
-# notebooks, the longest files, go first so that short ones fill the end.
-TEST_WORKERS ?= 2
-XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: setup lab test test-unit test-notebooks test-cluster test-gpu run prefetch check-workshop bench
 .PHONY: bench-memory
@@ -41,10 +36,10 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
 
 test: setup
-	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks tests --nbval-lax $(XDIST) --durations=25
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests notebooks --nbval-lax --durations=25
 
 test-unit: setup
-	$(BIN)/python -m pytest tests -m "not cluster" $(XDIST)
+	$(BIN)/python -m pytest tests -m "not cluster"
 
 test-cluster: setup
 	$(BIN)/python -m pytest tests -m cluster
@@ -60,7 +55,7 @@ segment: setup
 	$(BIN)/python -m utils.segment "$(SOURCE)" --out "$(OUT)"
 
 test-notebooks: setup
-	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax $(XDIST)
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax
 
 run: setup
 	mkdir -p build/executed

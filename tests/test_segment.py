@@ -403,3 +403,12 @@ def model_actor_pids(marker: str) -> list[int]:
             continue
     return pids
 
+
+
+def test_only_a_local_instance_gets_the_small_object_store(monkeypatch):
+    from utils.segment import LOCAL_OBJECT_STORE_BYTES, local_object_store
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert local_object_store() == {"object_store_memory": LOCAL_OBJECT_STORE_BYTES}
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert local_object_store() == {}  # a cluster keeps its own setting
