@@ -404,7 +404,6 @@ def model_actor_pids(marker: str) -> list[int]:
     return pids
 
 
-
 def test_only_a_local_instance_gets_the_small_object_store(monkeypatch):
     from utils.segment import LOCAL_OBJECT_STORE_BYTES, local_object_store
 

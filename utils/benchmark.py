@@ -181,7 +181,7 @@ def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> d
     # Listing the input files reserves one whole CPU (Ray Data has no setting for it), so a
     # pool that reserved every CPU would wait for it forever. A reservation is bookkeeping:
     # each actor still runs one torch thread, and `workers` of them fill the cores.
-    actor_cpus = max(0.1, (ray.cluster_resources().get("CPU", workers) - 1) / workers)
+    actor_cpus = (ray.cluster_resources().get("CPU", workers) - 1) / workers  # 0 on one CPU
     with tempfile.TemporaryDirectory() as folder:
         masks = (
             ray.data.read_parquet(str(work.parquet), num_cpus=0)
@@ -383,7 +383,8 @@ def measure_forward_vs_predict(model, processor, images: Sequence[Image.Image],
         step()
         return time.perf_counter() - start
 
-    forward_pass()  # warm up
+    with torch.inference_mode():
+        model(pixel_values=pixel_values_on(model, pixels[0]))  # warm up
     forward, fast = math.inf, math.inf
     for _ in range(rounds):
         forward = min(forward, timed(forward_pass))
