@@ -6,6 +6,7 @@
 #   make bench  measure every approach at 10, 100 and 1000 images; results in results/
 #   make bench-memory  the production job on 10,000 images: peak memory of the whole run
 #   make test-cluster  a real two-node Ray cluster on this machine (token auth); notebooks 03 and 05 on it
+#                  (make test runs the same cluster tests with notebook 05 only)
 #   make test-gpu      every notebook on a CUDA GPU; without one it says so, runs nothing, exits 77
 #   make check-workshop  offline readiness check: packages, model, images, Ray, a 10-image timing
 
@@ -42,7 +43,7 @@ test-unit: setup
 	$(BIN)/python -m pytest tests -m "not cluster"
 
 test-cluster: setup
-	$(BIN)/python -m pytest tests -m cluster
+	CLUSTER_TEST_NOTEBOOKS="03_ray_actors.ipynb 05_ray_data.ipynb" $(BIN)/python -m pytest tests -m cluster
 
 test-gpu: setup
 	PYTHON=$(BIN)/python scripts/test_gpu.sh
