@@ -195,6 +195,27 @@ def test_unreadable_file_is_rejected(tmp_path, monkeypatch):
     assert not found.ok and "permission denied" in found.reason
 
 
+def test_a_rerun_skips_what_still_stands_and_retries_access_problems(tmp_path):
+    from utils.segment import is_done
+
+    photo, out = tmp_path / "a.png", tmp_path / "out"
+    photo.write_bytes(encoded(picture(24, 20), "PNG"))
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "a.png").write_bytes(b"mask")
+    size, mtime = sio.file_signature(photo)
+    ok = {"status": "ok", "mask_path": "masks/a.png", "source_bytes": size,
+          "source_mtime_ns": mtime}
+    assert is_done(ok, photo, out)
+    assert not is_done({**ok, "mask_path": "masks/gone.png"}, photo, out)
+    rejected = {**ok, "status": "rejected", "mask_path": None}
+    assert is_done({**rejected, "reason": "not an image (Pillow ...)"}, photo, out)
+    assert not is_done({**rejected, "reason": "permission denied (the file is not readable)"},
+                       photo, out)
+    os.utime(photo, ns=(mtime + 10**9, mtime + 10**9))  # the file changed since: redo it
+    assert not is_done(ok, photo, out)
+    assert not is_done({**rejected, "reason": "not an image (Pillow ...)"}, photo, out)
+
+
 def test_write_atomic_leaves_nothing_partial(tmp_path):
     target = tmp_path / "a" / "mask.png"
     sio.write_atomic(target, b"first")
@@ -290,7 +311,7 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
         sio.read_mask(path)
     shards = sorted((out / ".index-parts").glob("*.parquet"))
     saved = pd.concat([pd.read_parquet(s) for s in shards]) if shards else pd.DataFrame()
-    already = set(saved[saved.status == "ok"]["image_id"]) if len(saved) else set()
+    already = set(saved["image_id"]) if len(saved) else set()  # masks and rejections
 
     # 2. Resume; kill the model actor once the resumed run has written a mask. Ray restarts
     # the actor and retries its batch, and this run must still end complete.
@@ -307,7 +328,7 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
             resumed.kill()
     assert resumed.returncode == 0, stdout + stderr
     wait_for(lambda: not model_actor_pids(marker), 60, "the job's Ray workers to exit")
-    assert f"resuming: {len(already)} images already done, {n_inputs - len(already)} to go" \
+    assert f"resuming: {len(already)} files already done, {n_inputs - len(already)} to go" \
         in stdout
     index = assert_complete(source, out)
     assert f"Summary: {n_inputs} inputs = {len(shown)} written + " \
@@ -344,10 +365,12 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
 
-    # 3. Run again: everything is done already, nothing is redone (and Ray is not started).
+    # 3. Run again: every file is done (a mask, or a rejection for its content), nothing is
+    # redone and Ray is not started.
     again = run_job(source, out)
     assert again.returncode == 0, again.stderr
-    assert f"skipped as already done: {len(shown)}" in again.stdout
+    assert f"skipped as already done: {n_inputs}" in again.stdout
+    assert "segment: Ray" not in again.stdout
     assert_complete(source, out)
 
 

@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         + (f" ({hidden} hidden entries skipped)" if hidden else ""))
     log(f"segment: model {args.model} ({model_description})")
     if done:
-        log(f"segment: resuming: {len(done)} images already done, {len(todo)} to go")
+        log(f"segment: resuming: {len(done)} files already done, {len(todo)} to go")
 
     results: dict[str, dict[str, Any]] = {}
     interrupted = False
@@ -293,13 +293,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def is_done(row: Mapping[str, Any], path: Path, out: Path) -> bool:
-    """Whether an earlier run's `row` still stands: ok, its mask exists, the file unchanged."""
-    if row.get("status") != sio.OK or not row.get("mask_path"):
-        return False
-    if not (out / row["mask_path"]).is_file():
-        return False
+    """Whether an earlier run's `row` still stands for the file at `path`, unchanged since
+    (same size and modification time): ok with its mask on disk, or rejected for its content.
+    A rejection for access (permission, a vanished file) is tried again."""
     size, mtime = sio.file_signature(path)
-    return size == row.get("source_bytes") and mtime == row.get("source_mtime_ns")
+    if size is None or size != row.get("source_bytes") or mtime != row.get("source_mtime_ns"):
+        return False
+    if row.get("status") == sio.REJECTED:
+        return not str(row.get("reason", "")).startswith(sio.RETRIED_REJECTIONS)
+    return row.get("status") == sio.OK and bool(row.get("mask_path")) \
+        and (out / row["mask_path"]).is_file()
 
 
 def load_previous_rows(out: Path) -> dict[str, dict[str, Any]]:

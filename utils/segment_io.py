@@ -119,6 +119,10 @@ class Inspection:
         return self.image is not None
 
 
+# Rejections that depend on access rather than on the file's content: the next run tries again.
+RETRIED_REJECTIONS = ("permission denied", "file not found", "cannot read the file")
+
+
 def file_signature(path: Path) -> tuple[int | None, int | None]:
     """`(size in bytes, modification time in ns)` of `path`, or `(None, None)`."""
     try:
