@@ -48,6 +48,14 @@ class PredictionActor:
         return dict(zip(batch_ids, maps))
 
 
+def started(actors):
+    """`actors`, once each has finished `__init__`. Killing an actor that is still starting is
+    racy in Ray 2.60: the kill can reach its worker before the actor does and be ignored, and
+    that worker then keeps its CPU, so a replacement actor waits forever."""
+    ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=300)
+    return actors
+
+
 def add_predictions(results, batch_maps):
     repeated = sorted(results.keys() & batch_maps.keys())
     if repeated:
@@ -86,7 +94,7 @@ def setting():
 def test_loop_replaces_killed_actor_and_loses_nothing(setting):
     """The scheduling loop of the actors notebook, with a busy actor killed mid-run."""
     refs = setting["refs"]
-    idle = [PredictionActor.remote(*refs) for _ in range(2)]
+    idle = started([PredictionActor.remote(*refs) for _ in range(2)])
     todo = deque(enumerate(setting["batches"]))
     in_flight, results, replaced, killed = {}, {}, 0, []
     try:
@@ -120,7 +128,7 @@ def test_loop_replaces_killed_actor_and_loses_nothing(setting):
 
 def test_pool_drops_items_when_last_actor_dies(setting):
     """Documented ActorPool behaviour the notebook warns about; a completeness check catches it."""
-    [actor] = [PredictionActor.remote(*setting["refs"])]
+    [actor] = started([PredictionActor.remote(*setting["refs"])])
     pool = ActorPool([actor])
     pool.map_unordered(lambda a, b: a.predict.remote(*b), setting["batches"])
     ray.kill(actor)
@@ -137,10 +145,10 @@ def test_pool_drops_items_when_last_actor_dies(setting):
 
 def test_restartable_pool_completes_after_a_crash(setting):
     """max_restarts + max_task_retries: the crashed call is retried, nothing is duplicated."""
-    actors = [
+    actors = started([
         PredictionActor.options(max_restarts=1, max_task_retries=1).remote(*setting["refs"])
         for _ in range(2)
-    ]
+    ])
     try:
         pool = ActorPool(actors)
         work = pool.map_unordered(lambda a, b: a.predict.remote(*b), setting["batches"])
