@@ -207,13 +207,20 @@ def test_a_rerun_skips_what_still_stands_and_retries_access_problems(tmp_path):
           "source_mtime_ns": mtime}
     assert is_done(ok, photo, out)
     assert not is_done({**ok, "mask_path": "masks/gone.png"}, photo, out)
+    # The reasons as the read stage words them: a rejection for content stands, one for
+    # access is retried.
+    (tmp_path / "notes.png").write_text("not a picture")
+    for_content = sio.inspect_image(tmp_path / "notes.png").reason
+    for_access = sio.inspect_image(tmp_path / "vanished.png").reason
+    assert for_content.startswith("not an image") and for_access.startswith("file not found")
     rejected = {**ok, "status": "rejected", "mask_path": None}
-    assert is_done({**rejected, "reason": "not an image (Pillow ...)"}, photo, out)
+    assert is_done({**rejected, "reason": for_content}, photo, out)
+    assert not is_done({**rejected, "reason": for_access}, photo, out)
     assert not is_done({**rejected, "reason": "permission denied (the file is not readable)"},
                        photo, out)
     os.utime(photo, ns=(mtime + 10**9, mtime + 10**9))  # the file changed since: redo it
     assert not is_done(ok, photo, out)
-    assert not is_done({**rejected, "reason": "not an image (Pillow ...)"}, photo, out)
+    assert not is_done({**rejected, "reason": for_content}, photo, out)
 
 
 def test_write_atomic_leaves_nothing_partial(tmp_path):
