@@ -49,7 +49,7 @@ test-gpu: setup
 	PYTHON=$(BIN)/python scripts/test_gpu.sh
 
 check-workshop: setup
-	$(BIN)/python -m utils.workshop_check
+	$(BIN)/python -m utils.tools.workshop_check
 
 # make segment SOURCE=~/photos OUT=~/masks
 segment: setup
@@ -65,15 +65,15 @@ run: setup
 	@echo "Executed notebooks are in build/executed/"
 
 prefetch: setup
-	$(BIN)/python -m utils.prefetch
+	$(BIN)/python -m utils.tools.prefetch
 
 BENCH_IMAGES ?= 10 100 1000
 bench: setup
-	$(BIN)/python -m utils.benchmark --images $(BENCH_IMAGES) --out results
+	$(BIN)/python -m utils.tools.benchmark --images $(BENCH_IMAGES) --out results
 
 JOB_IMAGES ?= 10000
 bench-memory: setup
-	$(BIN)/python -m utils.benchmark --job-memory $(JOB_IMAGES) --out results
+	$(BIN)/python -m utils.tools.benchmark --job-memory $(JOB_IMAGES) --out results
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from utils.benchmark import COLUMNS, markdown_table
+from utils.tools.benchmark import COLUMNS, markdown_table
 
 
 def test_markdown_table_formats_floats():
@@ -22,7 +22,7 @@ def test_benchmark_command_writes_its_report(tmp_path):
     """The command end to end on one Ray approach (notebook 07 runs all of them, live)."""
     out = tmp_path / "results"
     result = subprocess.run(
-        [sys.executable, "-m", "utils.benchmark", "--images", "2", "--batch-size", "2",
+        [sys.executable, "-m", "utils.tools.benchmark", "--images", "2", "--batch-size", "2",
          "--approaches", "tasks", "--out", str(out)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -44,7 +44,7 @@ def test_benchmark_command_writes_its_report(tmp_path):
 def test_job_memory_run_accounts_for_every_image(tmp_path):
     """The production job on generated files (bundled photos, then variants), memory sampled."""
     result = subprocess.run(
-        [sys.executable, "-m", "utils.benchmark", "--job-memory", "13", "--out", str(tmp_path)],
+        [sys.executable, "-m", "utils.tools.benchmark", "--job-memory", "13", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     measured = json.loads((tmp_path / "job_memory.json").read_text())

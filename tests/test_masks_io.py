@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from utils.masks_io import MASK_COLUMNS, decode_mask, masks_to_batch, read_masks, write_masks
+from utils.masks import MASK_COLUMNS, decode_mask, masks_to_batch, read_masks, write_masks
 
 
 def random_masks(seed: int = 0, dtype=np.uint8, high: int = 150) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from utils import predict
-from utils.predict import reference_predict, upsample_argmax
+from utils.inference import reference_predict, upsample_argmax
 
 
 def test_predict_equals_transformers_on_mixed_sizes_and_modes(model, image_processor, mixed_images):
@@ -104,7 +104,7 @@ def test_maps_do_not_depend_on_threads_or_batch_split(model, image_processor, mi
 
 
 def test_scores_are_bit_identical_across_thread_counts(model):
-    from utils.predict import ReproducibleConvolutions
+    from utils.inference import ReproducibleConvolutions
 
     pixels = torch.randn(3, 3, 512, 512, generator=torch.Generator().manual_seed(0))
     threads = torch.get_num_threads()
@@ -123,7 +123,7 @@ def test_scores_are_bit_identical_across_thread_counts(model):
 
 def test_scores_do_not_change_from_16_images_a_batch(model):
     """From 16 images a batch PyTorch would switch convolutions to NNPACK, other bits."""
-    from utils.predict import ReproducibleConvolutions
+    from utils.inference import ReproducibleConvolutions
 
     pixels = torch.randn(16, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode(), ReproducibleConvolutions():
@@ -162,7 +162,7 @@ def tricky_logits(kind, classes, h, w, seed):
 ])
 def test_upsample_argmax_is_exact_on_ties_and_near_ties(channels_last, kind, classes, grid, size,
                                                         monkeypatch):
-    monkeypatch.setattr(importlib.import_module("utils.predict"), "_PLAIN_UP_TO", 0)  # fast path
+    monkeypatch.setattr(importlib.import_module("utils._upsample"), "_PLAIN_UP_TO", 0)  # fast path
     logits = tricky_logits(kind, classes, *grid, seed=classes + size[0])
     if channels_last:
         logits = logits[None].contiguous(memory_format=torch.channels_last)[0]
@@ -183,7 +183,7 @@ def model_logits(model, image_processor):
     """SegFormer's channels-last logits for a few photos, as `predict` computes them."""
     from conftest import photo
 
-    from utils.predict import ReproducibleConvolutions
+    from utils.inference import ReproducibleConvolutions
 
     images = [photo(683, 512, seed=5), photo(451, 300, seed=6)]
     pixels = image_processor(images=images, return_tensors="pt")["pixel_values"]
@@ -193,7 +193,7 @@ def model_logits(model, image_processor):
 
 @pytest.mark.parametrize("size", [(512, 683), (300, 451), (64, 64), (97, 31)])
 def test_upsample_argmax_is_exact_on_model_logits(model_logits, size, monkeypatch):
-    module = importlib.import_module("utils.predict")  # `utils.predict` is also the function
+    module = importlib.import_module("utils._upsample")
     monkeypatch.setattr(module, "_PLAIN_UP_TO", 0)  # the fast path even for small outputs
     calls = {"_exact": 0, "_upsample_all": 0}
 

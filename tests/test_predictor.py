@@ -15,9 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from utils.masks_io import decode_mask
+from utils.inference import predict
+from utils.masks import decode_mask
 from utils.model import image_processor_class
-from utils.predict import predict
 from utils.predictor import (
     CheckpointError,
     SegmentationPredictor,

@@ -21,9 +21,11 @@ import pytest
 import torch
 from PIL import Image
 
-from utils import segment_io as sio
+from utils.data import list_files, printable_id
+from utils.images import inspect_image
+from utils.inference import predict
 from utils.model import image_processor_class, offline_model
-from utils.predict import predict
+from utils.tools.segment import files as sio
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "hf_TEST_SECRET_do_not_print_0123456789"
@@ -92,11 +94,11 @@ def make_corpus(folder: Path) -> dict[str, Image.Image]:
                                                append_images=frames[1:], duration=100))
     for name in ("gray16.png", "cmyk.jpg", "palette_transparent.png", "rotated.jpg",
                  "animated.gif"):
-        shown[f"odd/{name}"] = sio.inspect_image(odd / name).image
+        shown[f"odd/{name}"] = inspect_image(odd / name).image
     # A name that is not valid UTF-8 (a Latin-1 "é", as old cameras and zip files write it).
     latin1 = odd / os.fsdecode(b"caf\xe9 latin1.png")
     latin1.write_bytes(encoded(picture(30, 20, 9), "PNG"))
-    shown["odd/caf\\xe9 latin1.png"] = sio.inspect_image(latin1).image
+    shown["odd/caf\\xe9 latin1.png"] = inspect_image(latin1).image
 
     broken = folder / "broken"
     broken.mkdir()
@@ -140,12 +142,12 @@ def read_index(out: Path) -> pd.DataFrame:
 def assert_complete(source: Path, out: Path) -> pd.DataFrame:
     """One row per input file, one mask per ok row, no duplicates, no temporary files."""
     index = read_index(out)
-    inputs, _ = sio.find_inputs(source, exclude=[out])
+    inputs, _ = list_files(source, exclude=[out])
     assert sorted(index["image_id"]) == sorted(image_id for image_id, _ in inputs)
     assert index["image_id"].is_unique
     ok = index[index["status"] == "ok"]
     assert set(index["status"]) <= {"ok", "rejected"}
-    masks = sorted(sio.printable_id(p.relative_to(out).as_posix())
+    masks = sorted(printable_id(p.relative_to(out).as_posix())
                    for p in (out / "masks").rglob("*.png"))
     assert masks == sorted(ok["mask_path"]), "masks on disk differ from the index's ok rows"
     for row in ok.itertuples():
@@ -161,20 +163,20 @@ def assert_complete(source: Path, out: Path) -> pd.DataFrame:
 def test_inspect_image_reasons(tmp_path):
     make_corpus(tmp_path)
     for image_id, fragment in EXPECTED_REJECTIONS.items():
-        found = sio.inspect_image(tmp_path / image_id)
+        found = inspect_image(tmp_path / image_id)
         assert not found.ok and fragment in found.reason, (image_id, found.reason)
-    bomb = sio.inspect_image(tmp_path / "broken/bomb.png")
+    bomb = inspect_image(tmp_path / "broken/bomb.png")
     assert "decompression-bomb" in bomb.reason and bomb.width > 9000
 
 
 def test_inspect_image_odd_but_valid(tmp_path):
     make_corpus(tmp_path)
-    rotated = sio.inspect_image(tmp_path / "odd/rotated.jpg")
+    rotated = inspect_image(tmp_path / "odd/rotated.jpg")
     assert rotated.ok and rotated.image.size == (24, 40), "EXIF rotation must be applied"
     for image_id, fragment in EXPECTED_NOTES.items():
-        assert fragment in sio.inspect_image(tmp_path / image_id).note
+        assert fragment in inspect_image(tmp_path / image_id).note
     for name in ("gray16.png", "cmyk.jpg", "palette_transparent.png"):
-        found = sio.inspect_image(tmp_path / "odd" / name)
+        found = inspect_image(tmp_path / "odd" / name)
         assert found.ok and found.image.mode == "RGB", (name, found.reason)
 
 
@@ -191,12 +193,12 @@ def test_unreadable_file_is_rejected(tmp_path, monkeypatch):
             return real_open(file, *args, **kwargs)
 
         monkeypatch.setattr("builtins.open", refusing_open)
-    found = sio.inspect_image(path)
+    found = inspect_image(path)
     assert not found.ok and "permission denied" in found.reason
 
 
 def test_a_rerun_skips_what_still_stands_and_retries_access_problems(tmp_path):
-    from utils.segment import is_done
+    from utils.tools.segment.job import is_done
 
     photo, out = tmp_path / "a.png", tmp_path / "out"
     photo.write_bytes(encoded(picture(24, 20), "PNG"))
@@ -210,8 +212,8 @@ def test_a_rerun_skips_what_still_stands_and_retries_access_problems(tmp_path):
     # The reasons as the read stage words them: a rejection for content stands, one for
     # access is retried.
     (tmp_path / "notes.png").write_text("not a picture")
-    for_content = sio.inspect_image(tmp_path / "notes.png").reason
-    for_access = sio.inspect_image(tmp_path / "vanished.png").reason
+    for_content = inspect_image(tmp_path / "notes.png").reason
+    for_access = inspect_image(tmp_path / "vanished.png").reason
     assert for_content.startswith("not an image") and for_access.startswith("file not found")
     rejected = {**ok, "status": "rejected", "mask_path": None}
     assert is_done({**rejected, "reason": for_content}, photo, out)
@@ -239,7 +241,7 @@ def test_masks_round_trip_losslessly():
 
 
 def test_usage_errors_exit_2_before_any_work(tmp_path):
-    from utils.segment import main
+    from utils.tools.segment import main
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -422,7 +424,7 @@ def model_actor_pids(marker: str) -> list[int]:
 
 
 def test_only_a_local_instance_gets_the_small_object_store(monkeypatch):
-    from utils.segment import LOCAL_OBJECT_STORE_BYTES, local_object_store
+    from utils.tools.segment.pipeline import LOCAL_OBJECT_STORE_BYTES, local_object_store
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert local_object_store() == {"object_store_memory": LOCAL_OBJECT_STORE_BYTES}

@@ -7,8 +7,8 @@ import importlib.metadata
 
 import pytest
 
-from utils import workshop_check as wc
 from utils.config import CourseConfig
+from utils.tools import workshop_check as wc
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_model_lookup_is_local_only_and_fails_clearly(context, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     result = wc.check_model(context)
     assert result.status == "FAIL" and "not in the Hugging Face cache" in result.detail
-    assert "utils.prefetch" in result.advice
+    assert "utils.tools.prefetch" in result.advice
     assert calls and all(call["local_files_only"] for call in calls)
 
 
@@ -104,7 +104,7 @@ def test_images_not_prefetched_fail_then_enough_pass(context):
 
     result = wc.check_images(context)
     assert result.status == "FAIL" and "bundled photographs" in result.detail
-    assert "utils.prefetch --images 3" in result.advice
+    assert "utils.tools.prefetch --images 3" in result.advice
     load_bundled_images(2).save_to_disk(str(prefetched_images_dir(context.config)))
     result = wc.check_images(context)
     assert result.status == "FAIL" and "2 prefetched" in result.detail
@@ -142,7 +142,7 @@ def test_speed_times_predict_offline_and_advises(context, monkeypatch):
     import utils.model
     from utils.data import load_bundled_images
 
-    predict_module = importlib.import_module("utils.predict")  # `utils.predict` is the function
+    predict_module = importlib.import_module("utils.inference")
 
     seen = {}
 

@@ -8,9 +8,9 @@ from .check import assert_same_maps
 from .config import CourseConfig, get_config
 from .data import get_image_indices, load_test_images
 from .images import convert_image_to_rgb
+from .inference import predict
 from .labels import ade20k_palette, get_labels
 from .model import OFFLINE_BANNER, is_offline_model, load_model, offline_model, pick_device
-from .predict import predict
 from .visualisation import display_example_images, visualize_predictions
 
 __all__ = [

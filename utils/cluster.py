@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .config import get_config
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Settings the workers must see to load the same data and model as the driver. Every
 # COURSE_* variable is forwarded too; secrets such as HF_TOKEN never are (a runtime_env
@@ -52,7 +54,7 @@ def _started_by_this_process() -> bool:
         node = None
     if node is not None and hasattr(node, "head"):
         return bool(node.head)
-    return not os.environ.get("RAY_ADDRESS")
+    return not get_config().ray_address
 
 
 def describe_cluster() -> str:
@@ -62,11 +64,12 @@ def describe_cluster() -> str:
     resources = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     address = ray.get_runtime_context().gcs_address
+    named_cluster = get_config().ray_address
     if _started_by_this_process():
-        hint = " (set RAY_ADDRESS to use a cluster)" if not os.environ.get("RAY_ADDRESS") else ""
+        hint = "" if named_cluster else " (set RAY_ADDRESS to use a cluster)"
         where = f"a local Ray instance started here at {address}{hint}"
     else:
-        named = " named by RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else ""
+        named = " named by RAY_ADDRESS" if named_cluster else ""
         where = f"connected to the Ray cluster at {address}{named}"
     return (f"Ray {ray.__version__}, {where}: {len(nodes)} node(s), "
             f"{resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s)")

@@ -11,6 +11,8 @@ Every variable is optional; the defaults serve a learner on a laptop.
 - COURSE_HUB_TIMEOUT: seconds to wait for the hub before falling back (default 5)
 - COURSE_CACHE_DIR: where `make prefetch` keeps test images
   (default ~/.cache/ray-batch-inference-course)
+- COURSE_SEGMENT_DELAY_S: seconds each batch of the production job waits first, so tests
+  and demonstrations can interrupt a run (default 0)
 - HF_HUB_OFFLINE: "1" never contacts the hub (standard meaning)
 - RAY_ADDRESS: connect to this Ray cluster (standard meaning)
 """
@@ -40,6 +42,7 @@ class CourseConfig:
     hub_timeout_s: float = 5.0
     hub_offline: bool = False
     ray_address: str | None = None
+    segment_delay_s: float = 0.0
     cache_dir: Path = Path("~/.cache/ray-batch-inference-course").expanduser()
 
     @classmethod
@@ -65,6 +68,7 @@ class CourseConfig:
             hub_timeout_s=float(read("COURSE_HUB_TIMEOUT", "5")),
             hub_offline=read("HF_HUB_OFFLINE", "0").lower() in _TRUE,
             ray_address=read("RAY_ADDRESS", "") or None,
+            segment_delay_s=float(read("COURSE_SEGMENT_DELAY_S", "0")),
             cache_dir=Path(read("COURSE_CACHE_DIR", str(cls.cache_dir))).expanduser(),
         )
 

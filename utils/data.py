@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import datasets
@@ -22,6 +24,7 @@ from PIL import Image, ImageOps
 
 from .config import CourseConfig, get_config
 from .hub import hub_unavailable_reason
+from .images import inspect_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "images"
@@ -58,45 +61,33 @@ def prefetched_images_dir(config: CourseConfig) -> Path:
 
 
 def load_image_folder(folder: Path | str, n: int | None = None) -> datasets.Dataset:
-    """Every decodable image under `folder` (sorted by path), ids relative to `folder`.
+    """Every usable image under `folder` (sorted by path), ids relative to `folder`.
 
-    Files that cannot be read are reported by name with the reason, not dropped silently.
+    Files are listed with `list_files` and checked with `inspect_image`, as the production
+    job does: files that cannot be used are reported by name with the reason, not dropped
+    silently.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"COURSE_DATA_DIR {folder} is not a folder")
-    candidates = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    paths, rejected = [], []
-    for path in candidates:
-        problem = image_file_problem(path)
-        (rejected.append((path, problem)) if problem else paths.append(path))
-    for path, problem in rejected:
-        print(f"Rejected {path}: {problem}")
+    files, _ = list_files(folder)
+    ids, paths, rejected = [], [], 0
+    for image_id, path in files:
+        if n is not None and len(paths) == n:
+            break
+        found = inspect_image(path)
+        if found.ok:
+            ids.append(image_id)
+            paths.append(str(path))
+        else:
+            rejected += 1
+            print(f"Rejected {path}: {found.reason}")
     if not paths:
-        raise FileNotFoundError(f"no readable images under {folder} ({len(rejected)} rejected)")
-    if n is not None and n < len(paths):
-        paths = paths[:n]
-    elif n is not None and n > len(paths):
-        print(f"Asked for {n} images; {folder} has {len(paths)} readable ones: using all of them.")
+        raise FileNotFoundError(f"no usable images under {folder} ({rejected} rejected)")
+    if n is not None and n > len(paths):
+        print(f"Asked for {n} images; {folder} has {len(paths)} usable ones: using all of them.")
     print(f"Test images: {len(paths)} from {folder}")
-    ids = [p.relative_to(folder).as_posix() for p in paths]
-    return datasets.Dataset.from_dict(
-        {"image": [str(p) for p in paths], "image_id": ids}, features=FEATURES
-    )
-
-
-def image_file_problem(path: Path) -> str | None:
-    """Why `path` cannot be used as an image (unreadable, not an image, truncated), or None."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except Image.DecompressionBombError as error:
-        return f"too large to decode safely ({error})"
-    except PermissionError:
-        return "permission denied"
-    except Exception as error:  # noqa: BLE001 - every decoder failure is a rejection reason
-        return f"not a readable image ({type(error).__name__}: {error})"
-    return None
+    return datasets.Dataset.from_dict({"image": paths, "image_id": ids}, features=FEATURES)
 
 
 def load_ade20k_test_split(name: str, n: int) -> datasets.Dataset:
@@ -189,3 +180,42 @@ def get_image_indices(dataset: datasets.Dataset, n: int, seed: int | None = None
                          f"choose 1 <= n <= {len(dataset)} (or raise COURSE_NUM_IMAGES)")
     rng = np.random.default_rng(get_config().seed if seed is None else seed)
     return sorted(int(i) for i in rng.choice(len(dataset), size=n, replace=False))
+
+
+def list_files(
+    source: Path | str, exclude: Iterable[Path] = ()
+) -> tuple[list[tuple[str, Path]], int]:
+    """Every file under `source` (recursively, sorted) as `(image_id, path)`, and the number
+    of hidden entries skipped. Bytes of a file name that are not UTF-8 are escaped in its id.
+
+    Every file is an input, whatever its name: a photo named `.txt` is still segmented and a
+    text file named `.jpg` is rejected, with its reason. Hidden files and folders (`.name`,
+    such as `.DS_Store` or `.ipynb_checkpoints`) are skipped and counted, and so are the
+    folders in `exclude` (the job's own output folder when it lies inside `source`).
+    """
+    source = Path(source)
+    excluded = {Path(p).resolve() for p in exclude}
+    inputs: list[tuple[str, Path]] = []
+    hidden = 0
+    for folder, dirs, files in os.walk(source):
+        here = Path(folder)
+        kept = []
+        for name in sorted(dirs):
+            if name.startswith("."):
+                hidden += 1
+            elif (here / name).resolve() not in excluded:
+                kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
+            if name.startswith("."):
+                hidden += 1
+                continue
+            path = here / name
+            inputs.append((printable_id(path.relative_to(source).as_posix()), path))
+    inputs.sort(key=lambda item: item[0])
+    return inputs, hidden
+
+
+def printable_id(image_id: str) -> str:
+    """`image_id` with undecodable bytes escaped, so it can be printed and stored."""
+    return os.fsencode(image_id).decode("utf-8", "backslashreplace")

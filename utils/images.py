@@ -1,15 +1,21 @@
-"""Turning any PIL image into the 8-bit RGB image the model expects."""
+"""Images: any PIL image to the 8-bit RGB the model expects, and whether a file is usable."""
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 ORIENTATION = 0x0112  # the EXIF tag saying how a camera was held
 BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as most viewers do
+MIN_SIDE = 16  # pixels; anything smaller has no scene to segment (a 1x1 "image" is a placeholder)
 
 
 def convert_image_to_rgb(
@@ -56,3 +62,96 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
     else:  # "F": assume 0..1 floats, as image libraries write them
         scaled = np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5
     return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+@dataclass
+class Inspection:
+    """The verdict on one input file: an RGB image (as displayed) or the reason there is none."""
+
+    image: Image.Image | None
+    reason: str = ""
+    note: str = ""
+    height: int | None = None
+    width: int | None = None
+    source_bytes: int | None = None
+    source_mtime_ns: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.image is not None
+
+
+def inspect_image(path: Path | str) -> Inspection:
+    """Open `path` and return the image as displayed, in RGB, or why it cannot be used.
+
+    Never raises for a bad file: every problem becomes a `reason`. The checks, cheapest
+    first: a regular, non-empty, readable file; a format Pillow recognises; a size within
+    Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`, checked from the header,
+    before any pixel is decoded) and at least `MIN_SIDE` pixels a side; pixel data that
+    decodes completely (a truncated or corrupt file fails here). Accepted images are
+    converted with `convert_image_to_rgb` (EXIF rotation, 16-bit, CMYK, transparency);
+    multi-frame files (animated GIF) give their first frame, and the `note` says so.
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except PermissionError:
+        return Inspection(None, "permission denied (cannot stat the file)")
+    except FileNotFoundError:
+        return Inspection(None, "file not found (removed during the run, or a broken link)")
+    except OSError as error:
+        return Inspection(None, f"cannot read the file ({error.strerror or error})")
+    signature = {"source_bytes": info.st_size, "source_mtime_ns": info.st_mtime_ns}
+    if not stat.S_ISREG(info.st_mode):
+        return Inspection(None, "not a regular file", **signature)
+    if info.st_size == 0:
+        return Inspection(None, "empty file (0 bytes)", **signature)
+    try:
+        with warnings.catch_warnings():
+            # Between MAX_IMAGE_PIXELS and twice that Pillow only warns (above, it raises):
+            # the size check in `_inspect_open_image` rejects those before decoding.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with open(path, "rb") as file, Image.open(file) as image:
+                return _inspect_open_image(image, signature)
+    except PermissionError:
+        return Inspection(None, "permission denied (the file is not readable)", **signature)
+    except Image.DecompressionBombError as error:
+        return Inspection(None, f"too large to decode safely, not decoded: {error} "
+                                "(Pillow's decompression-bomb limit)", **signature)
+    except UnidentifiedImageError:
+        return Inspection(None, "not an image (Pillow does not recognise the file format)",
+                          **signature)
+    except Exception as error:  # noqa: BLE001 - every decoder failure is a rejection reason
+        return Inspection(None, f"corrupt or truncated image data ({type(error).__name__}: "
+                                f"{error})", **signature)
+
+
+def _inspect_open_image(image: Image.Image, signature: dict[str, int]) -> Inspection:
+    width, height = image.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        return Inspection(None, f"too large to decode safely, not decoded: {width}x{height} = "
+                                f"{width * height:,} pixels, above Pillow's decompression-bomb "
+                                f"limit of {limit:,}", height=height, width=width,
+                          **signature)
+    if min(width, height) < MIN_SIDE:
+        return Inspection(None, f"too small: {width}x{height} pixels (at least "
+                                f"{MIN_SIDE}x{MIN_SIDE} needed)", height=height, width=width,
+                          **signature)
+    notes = []
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        image.seek(0)
+        notes.append(f"{image.format} with {frames} frames: segmented the first frame only")
+    image.load()  # decodes every pixel: truncated or corrupt data fails here
+    orientation = image.getexif().get(ORIENTATION, 1)
+    if orientation != 1:
+        notes.append(f"EXIF orientation {orientation} applied: the mask matches the image "
+                     "as displayed")
+    if image.mode != "RGB":
+        notes.append(f"converted from mode {image.mode} to RGB")
+    rgb = convert_image_to_rgb(image)
+    if rgb is image:
+        rgb = image.copy()  # detach it from the file, which is closed on return
+    return Inspection(rgb, "", "; ".join(notes), height=rgb.height, width=rgb.width,
+                      **signature)

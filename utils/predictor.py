@@ -20,9 +20,9 @@ from PIL import Image
 from ray.train import Checkpoint
 from transformers import SegformerForSemanticSegmentation
 
-from .masks_io import masks_to_batch
+from .inference import predict
+from .masks import masks_to_batch
 from .model import image_processor_class, pick_device
-from .predict import predict
 
 MODEL_CONFIG = "config.json"
 PROCESSOR_CONFIG = "preprocessor_config.json"

@@ -1,12 +1,12 @@
 """Is this machine ready for a workshop without internet? Check it before the room fills.
 
-    python -m utils.workshop_check [--images 10]
+    python -m utils.tools.workshop_check [--images 10]
 
 Checks, without any network access, that:
 
 1. the Python packages pinned in requirements.txt are installed at those versions and import;
 2. the model (`COURSE_MODEL`) is in the Hugging Face cache, or is a local folder;
-3. the test images (`COURSE_NUM_IMAGES` of them) were saved by `python -m utils.prefetch`,
+3. the test images (`COURSE_NUM_IMAGES` of them) were saved by `python -m utils.tools.prefetch`,
    or `COURSE_DATA_DIR` holds enough readable images;
 4. Ray starts (or, with RAY_ADDRESS, connects) and a worker can import `utils`;
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import CourseConfig, get_config
+from utils.config import CourseConfig, get_config
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO_DIR / "requirements.txt"
@@ -136,7 +136,7 @@ def check_model(context: Context) -> Check:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
 
-        from .prefetch import MODEL_FILES as PATTERNS
+        from utils.tools.prefetch import MODEL_FILES as PATTERNS
 
         try:  # local_files_only: looks in the cache, never on the network
             folder = Path(snapshot_download(repo_id=model, allow_patterns=PATTERNS,
@@ -144,7 +144,7 @@ def check_model(context: Context) -> Check:
         except (LocalEntryNotFoundError, FileNotFoundError, OSError) as error:
             return Check(name, "FAIL", f"{model} is not in the Hugging Face cache "
                          f"({type(error).__name__}); the notebooks would use random weights",
-                         "run `python -m utils.prefetch` (or `make prefetch`) where the hub "
+                         "run `python -m utils.tools.prefetch` (or `make prefetch`) where the hub "
                          "is reachable, with the same HF_HOME")
         where = "Hugging Face cache"
     absent = [f for f in MODEL_FILES if not (folder / f).is_file()]
@@ -152,7 +152,7 @@ def check_model(context: Context) -> Check:
         absent.append("*.safetensors")
     if absent:
         return Check(name, "FAIL", f"{model} in the {where} lacks {', '.join(absent)}",
-                     "run `python -m utils.prefetch` again where the hub is reachable")
+                     "run `python -m utils.tools.prefetch` again where the hub is reachable")
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
     return Check(name, "OK", f"{model} in the {where} ({folder}, weights {size:.0f} MB)")
 
@@ -162,24 +162,25 @@ def check_images(context: Context) -> Check:
     config, name = context.config, "Test images"
     wanted = config.num_images
     if config.data_dir is not None:
-        from .data import IMAGE_SUFFIXES, image_file_problem
+        from utils.data import list_files
+        from utils.images import inspect_image
 
         folder = config.data_dir
         if not folder.is_dir():
             return Check(name, "FAIL", f"COURSE_DATA_DIR {folder} is not a folder")
-        paths = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-        readable = sum(image_file_problem(p) is None for p in paths)
+        files, _ = list_files(folder)
+        readable = sum(inspect_image(path).ok for _, path in files)
         if readable < wanted:
             return Check(name, "WARN", f"{readable} readable images in COURSE_DATA_DIR {folder},"
                          f" fewer than COURSE_NUM_IMAGES={wanted}: the notebooks use them all")
         return Check(name, "OK", f"{readable} readable images in COURSE_DATA_DIR {folder}")
-    from .data import prefetched_images_dir
+    from utils.data import prefetched_images_dir
 
     folder = prefetched_images_dir(config)
     if not (folder / "dataset_info.json").is_file():
         return Check(name, "FAIL", f"no prefetched {config.dataset} test images in {folder}: "
                      "offline, the notebooks would use the 12 bundled photographs",
-                     f"run `python -m utils.prefetch --images {wanted}` where the hub is "
+                     f"run `python -m utils.tools.prefetch --images {wanted}` where the hub is "
                      "reachable, with the same COURSE_CACHE_DIR")
     import datasets
 
@@ -187,7 +188,7 @@ def check_images(context: Context) -> Check:
     if saved < wanted:
         return Check(name, "FAIL", f"{saved} prefetched in {folder}, but COURSE_NUM_IMAGES="
                      f"{wanted}: the notebooks would fall back to the bundled photographs",
-                     f"run `python -m utils.prefetch --images {wanted}` where the hub is "
+                     f"run `python -m utils.tools.prefetch --images {wanted}` where the hub is "
                      "reachable, or lower COURSE_NUM_IMAGES")
     return Check(name, "OK", f"{saved} test images prefetched in {folder} "
                              f"(COURSE_NUM_IMAGES={wanted})")
@@ -199,7 +200,7 @@ def check_ray(context: Context) -> Check:
 
     import ray
 
-    from .cluster import course_runtime_env, describe_cluster
+    from utils.cluster import course_runtime_env, describe_cluster
 
     name = "Ray"
     start = time.perf_counter()
@@ -228,11 +229,11 @@ def check_ray(context: Context) -> Check:
 
 def check_speed(context: Context) -> Check:
     """Time `predict` on a few images here; estimate the time to run every notebook."""
-    from .data import load_test_images
-    from .images import convert_image_to_rgb
-    from .model import is_offline_model, load_model, pick_device
-    from .predict import predict
-    from .timing import Stopwatch
+    from utils.data import load_test_images
+    from utils.images import convert_image_to_rgb
+    from utils.inference import predict
+    from utils.model import is_offline_model, load_model, pick_device
+    from utils.timing import Stopwatch
 
     name, n = "Speed", context.timing_images
     offline = dataclasses.replace(context.config, hub_offline=True)  # never the network
@@ -307,7 +308,7 @@ def run_checks(context: Context, checks=None) -> list[Check]:
 def main(argv: list[str] | None = None) -> int:
     """Print one line per check and a verdict; return 0 when ready, 1 otherwise."""
     parser = argparse.ArgumentParser(
-        prog="python -m utils.workshop_check",
+        prog="python -m utils.tools.workshop_check",
         description="Check, offline, that this machine is ready to teach the course.")
     parser.add_argument("--images", type=int, default=10,
                         help="how many images the quick speed test uses (default: 10)")

@@ -1,6 +1,6 @@
 """Download the model and the test images once, for a workshop without internet.
 
-    python -m utils.prefetch [--images N]
+    python -m utils.tools.prefetch [--images N]
 
 Afterwards the course runs with HF_HUB_OFFLINE=1: `load_model()` finds the model in
 the Hugging Face cache, `load_test_images()` the images in COURSE_CACHE_DIR.
@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import CourseConfig, get_config
-from .data import load_ade20k_test_split, prefetched_images_dir
-from .hub import hub_unavailable_reason
+from utils.config import CourseConfig, get_config
+from utils.data import load_ade20k_test_split, prefetched_images_dir
+from utils.hub import hub_unavailable_reason
 
 MODEL_FILES = ["*.json", "*.safetensors", "*.txt"]  # config, weights, processor; no code, no .bin
 
@@ -36,7 +36,7 @@ def prefetch_images(config: CourseConfig, n: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Prefetch both; print what was saved where, or why it failed. Returns the exit code."""
     config = get_config()
-    parser = argparse.ArgumentParser(prog="python -m utils.prefetch",
+    parser = argparse.ArgumentParser(prog="python -m utils.tools.prefetch",
                                      description="Download the model and test images.")
     parser.add_argument("--images", type=int, default=config.num_images,
                         help="how many test images to save (default: COURSE_NUM_IMAGES)")

@@ -14,25 +14,32 @@ from __future__ import annotations
 
 import io
 import os
-import stat
-import warnings
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .images import ORIENTATION, convert_image_to_rgb
-
-MIN_SIDE = 16  # pixels; anything smaller has no scene to segment (a 1x1 "image" is a placeholder)
 TOP_K = 3  # how many classes the index lists per image, largest first
 TMP_MARK = ".tmp-"  # temporary files are named ".<name>.tmp-<pid>" next to their target
 
 OK, REJECTED = "ok", "rejected"
+INDEX_FILE = "index.parquet"
+PARTS_DIR = ".index-parts"  # index shards of runs not yet consolidated
+FLUSH_ROWS, FLUSH_SECONDS = 64, 5.0  # save an index shard this often
+
+
+class UsageError(Exception):
+    """A problem with the command line, its folders or the cluster, found before any work."""
+
+
+def say(message: str) -> None:
+    """Print one of the job's own lines on stdout (progress and errors go to stderr)."""
+    print(f"segment: {message}", flush=True)
 
 INDEX_SCHEMA = pa.schema([
     ("image_id", pa.string()),         # path relative to SOURCE, with "/" separators
@@ -53,43 +60,6 @@ INDEX_SCHEMA = pa.schema([
 # --- inputs -------------------------------------------------------------------------------
 
 
-def find_inputs(source: Path, exclude: Iterable[Path] = ()) -> tuple[list[tuple[str, Path]], int]:
-    """Every file under `source` (recursively, sorted) as `(image_id, path)`, and the number
-    of hidden entries skipped. Bytes of a file name that are not UTF-8 are escaped in its id.
-
-    Every file is an input, whatever its name: a photo named `.txt` is still segmented and a
-    text file named `.jpg` is rejected, with its reason. Hidden files and folders (`.name`,
-    such as `.DS_Store` or `.ipynb_checkpoints`) are skipped and counted, and so are the
-    folders in `exclude` (the job's own output folder when it lies inside `source`).
-    """
-    source = Path(source)
-    excluded = {Path(p).resolve() for p in exclude}
-    inputs: list[tuple[str, Path]] = []
-    hidden = 0
-    for folder, dirs, files in os.walk(source):
-        here = Path(folder)
-        kept = []
-        for name in sorted(dirs):
-            if name.startswith("."):
-                hidden += 1
-            elif (here / name).resolve() not in excluded:
-                kept.append(name)
-        dirs[:] = kept
-        for name in sorted(files):
-            if name.startswith("."):
-                hidden += 1
-                continue
-            path = here / name
-            inputs.append((printable_id(path.relative_to(source).as_posix()), path))
-    inputs.sort(key=lambda item: item[0])
-    return inputs, hidden
-
-
-def printable_id(image_id: str) -> str:
-    """`image_id` with undecodable bytes escaped, so it can be printed and stored."""
-    return os.fsencode(image_id).decode("utf-8", "backslashreplace")
-
-
 def mask_relpath(image_id: str) -> str:
     """Where the mask of `image_id` goes, relative to the output folder.
 
@@ -97,26 +67,6 @@ def mask_relpath(image_id: str) -> str:
     so `b.jpg` and `b.png` in one folder cannot overwrite each other's mask.
     """
     return f"masks/{image_id}.png"
-
-
-# --- checking and reading one image ---------------------------------------------------------
-
-
-@dataclass
-class Inspection:
-    """The verdict on one input file: an RGB image (as displayed) or the reason there is none."""
-
-    image: Image.Image | None
-    reason: str = ""
-    note: str = ""
-    height: int | None = None
-    width: int | None = None
-    source_bytes: int | None = None
-    source_mtime_ns: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.image is not None
 
 
 # Rejections that depend on access rather than on the file's content: the next run tries again.
@@ -130,82 +80,6 @@ def file_signature(path: Path) -> tuple[int | None, int | None]:
     except OSError:
         return None, None
     return info.st_size, info.st_mtime_ns
-
-
-def inspect_image(path: Path | str) -> Inspection:
-    """Open `path` and return the image as displayed, in RGB, or why it cannot be used.
-
-    Never raises for a bad file: every problem becomes a `reason`. The checks, cheapest
-    first: a regular, non-empty, readable file; a format Pillow recognises; a size within
-    Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`, checked from the header,
-    before any pixel is decoded) and at least `MIN_SIDE` pixels a side; pixel data that
-    decodes completely (a truncated or corrupt file fails here). Accepted images are
-    converted with `convert_image_to_rgb` (EXIF rotation, 16-bit, CMYK, transparency);
-    multi-frame files (animated GIF) give their first frame, and the `note` says so.
-    """
-    path = Path(path)
-    try:
-        info = os.stat(path)
-    except PermissionError:
-        return Inspection(None, "permission denied (cannot stat the file)")
-    except FileNotFoundError:
-        return Inspection(None, "file not found (removed during the run, or a broken link)")
-    except OSError as error:
-        return Inspection(None, f"cannot read the file ({error.strerror or error})")
-    signature = {"source_bytes": info.st_size, "source_mtime_ns": info.st_mtime_ns}
-    if not stat.S_ISREG(info.st_mode):
-        return Inspection(None, "not a regular file", **signature)
-    if info.st_size == 0:
-        return Inspection(None, "empty file (0 bytes)", **signature)
-    try:
-        with warnings.catch_warnings():
-            # Between MAX_IMAGE_PIXELS and twice that Pillow only warns (above, it raises):
-            # the size check in `_inspect_open_image` rejects those before decoding.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with open(path, "rb") as file, Image.open(file) as image:
-                return _inspect_open_image(image, signature)
-    except PermissionError:
-        return Inspection(None, "permission denied (the file is not readable)", **signature)
-    except Image.DecompressionBombError as error:
-        return Inspection(None, f"too large to decode safely, not decoded: {error} "
-                                "(Pillow's decompression-bomb limit)", **signature)
-    except UnidentifiedImageError:
-        return Inspection(None, "not an image (Pillow does not recognise the file format)",
-                          **signature)
-    except Exception as error:  # noqa: BLE001 - every decoder failure is a rejection reason
-        return Inspection(None, f"corrupt or truncated image data ({type(error).__name__}: "
-                                f"{error})", **signature)
-
-
-def _inspect_open_image(image: Image.Image, signature: dict[str, int]) -> Inspection:
-    width, height = image.size
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > limit:
-        return Inspection(None, f"too large to decode safely, not decoded: {width}x{height} = "
-                                f"{width * height:,} pixels, above Pillow's decompression-bomb "
-                                f"limit of {limit:,}", height=height, width=width,
-                          **signature)
-    if min(width, height) < MIN_SIDE:
-        return Inspection(None, f"too small: {width}x{height} pixels (at least "
-                                f"{MIN_SIDE}x{MIN_SIDE} needed)", height=height, width=width,
-                          **signature)
-    notes = []
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1:
-        image.seek(0)
-        notes.append(f"{image.format} with {frames} frames: segmented the first frame only")
-    image.load()  # decodes every pixel: truncated or corrupt data fails here
-    orientation = image.getexif().get(ORIENTATION, 1)
-    if orientation != 1:
-        notes.append(f"EXIF orientation {orientation} applied: the mask matches the image "
-                     "as displayed")
-    if image.mode != "RGB":
-        notes.append(f"converted from mode {image.mode} to RGB")
-    rgb = convert_image_to_rgb(image)
-    if rgb is image:
-        rgb = image.copy()  # detach it from the file, which is closed on return
-    return Inspection(rgb, "", "; ".join(notes), height=rgb.height, width=rgb.width,
-                      **signature)
 
 
 # --- writing files safely -------------------------------------------------------------------
@@ -301,3 +175,31 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if missing:
         raise ValueError(f"{path} is not an index written by this job: it lacks {missing}")
     return table.select(INDEX_SCHEMA.names).to_pylist()
+
+
+class ResultWriter:
+    """Writes results as they arrive: the mask first, then its row into an index shard."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.pending: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+        self.run_tag = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        self.shards = 0
+
+    def add(self, row: dict[str, Any], mask_png: bytes) -> None:
+        if row["status"] == OK:
+            write_atomic(self.out / row["mask_path"], mask_png)
+        self.pending.append(row)  # only after its mask is complete on disk
+        if (len(self.pending) >= FLUSH_ROWS
+                or time.monotonic() - self.last_flush > FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            name = f"part-{self.run_tag}-{self.shards:05d}.parquet"
+            table = rows_to_table(self.pending)
+            write_atomic(self.out / PARTS_DIR / name, table_bytes(table))
+            self.shards += 1
+            self.pending = []
+        self.last_flush = time.monotonic()

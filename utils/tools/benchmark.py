@@ -1,8 +1,8 @@
 """Benchmark every approach of the course on this machine, and profile one batch by stage.
 
-    python -m utils.benchmark [--images 10 100 1000] [--approaches sequential tasks ...]
+    python -m utils.tools.benchmark [--images 10 100 1000] [--approaches sequential tasks ...]
                               [--batch-size 16] [--out results]
-    python -m utils.benchmark --job-memory 10000     # the production job's peak memory
+    python -m utils.tools.benchmark --job-memory 10000     # the production job's peak memory
 
 Writes `results/benchmark.csv` (one row per approach and image count), `benchmark.md`
 (the same as a table, with the machine and the stage profile), and `benchmark.png`
@@ -34,11 +34,11 @@ import psutil
 import torch
 from PIL import Image
 
-from .check import assert_same_maps
-from .data import load_test_images, png_bytes
-from .images import convert_image_to_rgb
-from .model import is_offline_model, load_model, shippable_copy
-from .predict import predict, reference_predict, upsample_argmax
+from utils.check import assert_same_maps
+from utils.data import load_test_images, png_bytes
+from utils.images import convert_image_to_rgb
+from utils.inference import predict, reference_predict, upsample_argmax
+from utils.model import is_offline_model, load_model, shippable_copy
 
 APPROACHES = ("sequential", "tasks", "actors", "actor_pool", "ray_data", "checkpoint_predictor")
 COLUMNS = ("approach", "n_images", "seconds", "images_per_s", "peak_rss_mb", "cpu_count", "gpu",
@@ -148,7 +148,7 @@ class _Segmenter:
         self.model, self.processor = ray.get(model_ref)  # refs in constructor args stay refs
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .masks_io import masks_to_batch
+        from utils.masks import masks_to_batch
 
         images = [Image.open(io.BytesIO(data)) for data in batch["image"]]
         return masks_to_batch(batch["image_id"], predict(self.model, self.processor, images))
@@ -175,7 +175,7 @@ def write_input_parquet(batches: Sequence[Batch], folder: Path) -> Path:
 def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> dict:
     import ray
 
-    from .masks_io import read_masks
+    from utils.masks import read_masks
 
     batch_size = max(len(ids) for ids, _ in work.batches)
     # Listing the input files reserves one whole CPU (Ray Data has no setting for it), so a
@@ -204,7 +204,7 @@ def run_ray_data(model, processor, work: Workload, workers: int) -> dict:
 
 class _CheckpointSegmenter:
     def __init__(self, checkpoint):
-        from .predictor import SegmentationPredictor
+        from utils.predictor import SegmentationPredictor
 
         torch.set_num_threads(1)
         self.predictor = SegmentationPredictor.from_checkpoint(checkpoint)
@@ -215,7 +215,7 @@ class _CheckpointSegmenter:
 
 def run_checkpoint_predictor(model, processor, work: Workload, workers: int) -> dict:
     """Checkpoint + Predictor: each actor loads the model from a `ray.train.Checkpoint`."""
-    from .predictor import save_checkpoint
+    from utils.predictor import save_checkpoint
 
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = save_checkpoint(model, processor, Path(folder) / "checkpoint")
@@ -414,7 +414,7 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
     import ray
     from tqdm.auto import tqdm
 
-    from .cluster import course_runtime_env, describe_cluster
+    from utils.cluster import course_runtime_env, describe_cluster
 
     # The sequential loop always runs, first: its maps are every other approach's reference.
     approaches = ["sequential", *[a for a in approaches if a != "sequential"]]
@@ -550,8 +550,8 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
     import subprocess
     import sys
 
-    from .data import bundled_image_paths, make_variant
-    from .segment_io import OK
+    from utils.data import bundled_image_paths, make_variant
+    from utils.tools.segment.files import OK
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="job-memory-") as folder:
@@ -594,7 +594,7 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m utils.tools.benchmark", description=__doc__)
     parser.add_argument("--images", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--approaches", nargs="+", choices=APPROACHES,
                         default=list(APPROACHES))
