@@ -44,7 +44,8 @@ def test_benchmark_command_writes_its_report(tmp_path):
 def test_job_memory_run_accounts_for_every_image(tmp_path):
     """The production job on generated files (bundled photos, then variants), memory sampled."""
     result = subprocess.run(
-        [sys.executable, "-m", "utils.tools.benchmark", "--job-memory", "13", "--out", str(tmp_path)],
+        [sys.executable, "-m", "utils.tools.benchmark", "--job-memory", "13",
+         "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     measured = json.loads((tmp_path / "job_memory.json").read_text())

@@ -57,14 +57,17 @@ def test_variant_differs_from_its_source():
 
 def test_image_folder_reports_bad_files_and_keeps_the_rest(tmp_path, capsys):
     (tmp_path / "sub").mkdir()
-    Image.new("RGB", (8, 6), "red").save(tmp_path / "sub" / "good photo.png")
-    Image.new("L", (5, 5)).save(tmp_path / "b.jpg")
+    Image.new("RGB", (32, 24), "red").save(tmp_path / "sub" / "good photo.png")
+    Image.new("L", (20, 20)).save(tmp_path / "b.jpg")
+    Image.new("L", (5, 5)).save(tmp_path / "tiny.png")
     (tmp_path / "broken.jpg").write_bytes(b"this is not a jpeg")
-    (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
+    (tmp_path / "notes.txt").write_text("a text file is rejected like any other non-image")
+    (tmp_path / ".hidden.png").write_bytes(b"hidden files are not inputs")
     dataset = load_image_folder(tmp_path)
     assert sorted(dataset["image_id"]) == ["b.jpg", "sub/good photo.png"]
     out = capsys.readouterr().out
-    assert "Rejected" in out and "broken.jpg: not a readable image" in out
+    assert "broken.jpg: not an image" in out and "notes.txt: not an image" in out
+    assert "tiny.png: too small" in out and ".hidden" not in out
 
 
 def test_image_folder_errors_name_the_folder(tmp_path):
@@ -75,7 +78,7 @@ def test_image_folder_errors_name_the_folder(tmp_path):
 
 
 def test_data_dir_setting_wins(tmp_path):
-    Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.png")
     config = CourseConfig(data_dir=tmp_path, hub_offline=True)
     assert load_test_images(config=config)["image_id"] == ["x.png"]
 

@@ -1,7 +1,7 @@
 import pytest
 
-from utils import prefetch
 from utils.config import CourseConfig
+from utils.tools import prefetch
 
 
 def test_prefetch_offline_says_why_and_fails(monkeypatch, capsys):

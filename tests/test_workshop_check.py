@@ -117,7 +117,7 @@ def test_images_from_a_data_dir_are_counted(context, tmp_path):
 
     folder = tmp_path / "photos"
     folder.mkdir()
-    photo(20, 10).save(folder / "a.png")
+    photo(20, 16).save(folder / "a.png")
     (folder / "broken.jpg").write_text("not an image")
     context.config = CourseConfig(data_dir=folder, num_images=1)
     assert wc.check_images(context).status == "OK"

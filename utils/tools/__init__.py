@@ -2,6 +2,6 @@
 
 - `python -m utils.segment SOURCE --out DIR`: the production job (`utils.tools.segment`)
 - `python -m utils.tools.benchmark`: every approach measured side by side (`make bench`)
-- `python -m utils.tools.workshop_check`: is this machine ready to teach offline? (`make check-workshop`)
+- `python -m utils.tools.workshop_check`: ready to teach offline? (`make check-workshop`)
 - `python -m utils.tools.prefetch`: download the model and images for a workshop (`make prefetch`)
 """

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from utils.config import get_config
 from utils.data import printable_id
 from utils.images import Inspection, inspect_image
 from utils.tools.segment import files as sio
