@@ -1,6 +1,8 @@
 # Scalable Batch Inference with Ray: one command to learn, one to test.
 #   make lab    set up .venv and open JupyterLab on notebooks/
-#   make test   set up .venv and run every test (unit tests, then every notebook under nbval)
+#   make test   set up .venv and run every test, failing fast: lint and the unit tests that start
+#               nothing (make test-unit), then every notebook under nbval (make test-notebooks),
+#               then the tests that start Ray, the job or a two-node cluster (make test-ray)
 #   make run    execute every notebook headless; executed copies land in build/executed/
 #   make prefetch  download the model and test images for an offline workshop
 #   make bench  measure every approach at 10, 100 and 1000 images; results in results/
@@ -9,6 +11,8 @@
 #                  (make test runs the same cluster tests with notebook 05 only)
 #   make test-gpu      every notebook on a CUDA GPU; without one it says so, runs nothing, exits 77
 #   make check-workshop  offline readiness check: packages, model, images, Ray, a 10-image timing
+#   make format  format and lint-fix the whole tree (what the pre-commit hooks do)
+#   make hooks   install the pre-commit hooks for contributors
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,9 +21,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 # Tests use few images so the whole suite stays fast; learners get the default (160).
 TEST_IMAGES ?= 8
 
-.PHONY: setup lab test test-unit test-notebooks test-cluster test-gpu run prefetch check-workshop bench
-.PHONY: bench-memory
-.PHONY: segment lint diagrams clean
+.PHONY: setup lab test test-unit test-notebooks test-ray test-cluster test-gpu run prefetch
+.PHONY: check-workshop bench bench-memory segment lint format hooks diagrams clean
 
 setup: $(STAMP)
 
@@ -36,11 +39,20 @@ $(STAMP): requirements.txt pyproject.toml
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
 
-test: setup
-	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests notebooks --nbval-lax --durations=25
+test: test-unit test-notebooks test-ray
 
+# Seconds, no Ray: lint, formatting, and every unit test that starts nothing. Stops at the
+# first failure, so a broken helper is reported before the slow stages begin.
 test-unit: setup
-	$(BIN)/python -m pytest tests -m "not cluster"
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest tests -m "not slow and not cluster" -x
+
+test-notebooks: setup
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax --durations=10
+
+test-ray: setup
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests -m "slow or cluster" --durations=10
 
 test-cluster: setup
 	CLUSTER_TEST_NOTEBOOKS="03_ray_actors.ipynb 05_ray_data.ipynb" $(BIN)/python -m pytest tests -m cluster
@@ -54,9 +66,6 @@ check-workshop: setup
 # make segment SOURCE=~/photos OUT=~/masks
 segment: setup
 	$(BIN)/python -m utils.segment "$(SOURCE)" --out "$(OUT)"
-
-test-notebooks: setup
-	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax
 
 run: setup
 	mkdir -p build/executed
@@ -77,6 +86,15 @@ bench-memory: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+hooks: setup
+	$(BIN)/python -m pip install --quiet pre-commit==4.7.0 nbstripout==0.9.1
+	$(BIN)/pre-commit install
 
 diagrams: setup
 	$(BIN)/python assets/make_diagrams.py

@@ -56,6 +56,14 @@ def test_16_bit_grayscale_is_scaled_not_clipped():
     assert rgb[0, :, 0].tolist() == [0, 128, 255]
 
 
+def test_32_bit_grayscale_is_read_as_16_bit_data_and_floats_as_0_to_1():
+    pixels = np.array([[0, 32768, 65535, 70000, -5]], dtype=np.int32)
+    image = Image.fromarray(pixels, mode="I")
+    assert np.asarray(convert_image_to_rgb(image))[0, :, 0].tolist() == [0, 128, 255, 255, 0]
+    floats = Image.fromarray(np.array([[0.0, 0.5, 1.0, 2.0]], dtype=np.float32), mode="F")
+    assert np.asarray(convert_image_to_rgb(floats))[0, :, 0].tolist() == [0, 128, 255, 255]
+
+
 def test_exif_rotation_is_applied():
     image = Image.new("RGB", (4, 2), (0, 0, 0))
     exif = image.getexif()

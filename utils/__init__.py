@@ -1,7 +1,16 @@
 """Helpers for the course "Scalable Batch Inference with Ray".
 
-They hide what is not the lesson (loading data and the model, plotting, timing);
-the Ray code lives in the open, in the notebooks.
+The notebooks import these modules; each does one job:
+
+- `config`: the settings, read from the environment in one place
+- `data`, `images`: test images (ADE20K, your folder, or bundled photos), checked and in RGB
+- `model`, `inference`: load SegFormer; `predict` images to one class-id map each
+- `masks`: store and read maps (PNG, alone or in Parquet), rank the classes in a map
+- `check`, `timing`, `visualisation`: check cells, measurements, plots
+- `cluster`, `predictor`, `labels`: what Ray workers need, the checkpoint predictor, ADE20K names
+
+The commands (production job, benchmark, workshop check, prefetch) live in `utils.tools`;
+modules whose names start with `_` are internals. The Ray code is in the notebooks.
 """
 
 from .check import assert_same_maps

@@ -28,8 +28,10 @@ def convert_image_to_rgb(
 
     Handles every mode a photo collection contains: EXIF rotation is applied;
     alpha (RGBA, LA, palette with transparency) is composited on white; CMYK,
-    palette, 1-bit and grayscale are converted; 16- and 32-bit grayscale are scaled
-    to 8 bits by their full range instead of being clipped.
+    palette, 1-bit and grayscale are converted. Deeper grayscale is scaled to 8 bits,
+    not clipped at 255: 16-bit by its full range; 32-bit integers (mode I, which is how
+    Pillow opens many 16-bit files) as 16-bit data, values above 65535 clipped; floats
+    (mode F) as 0..1.
     """
     if isinstance(image, Mapping):
         return {"image": convert_image_to_rgb(image["image"])}
@@ -53,7 +55,7 @@ def convert_image_to_rgb(
 
 
 def _to_8bit_gray(image: Image.Image) -> Image.Image:
-    """Scale a 16-bit, 32-bit or float grayscale image to 0..255 by its type's full range."""
+    """Scale 16-bit, 32-bit integer (read as 16-bit data) or 0..1 float grayscale to 0..255."""
     pixels = np.asarray(image)
     if image.mode.startswith("I;16"):
         scaled = pixels.astype(np.uint16) >> 8
