@@ -1,12 +1,29 @@
-"""Shared fixtures: the offline model and a few small images of every kind."""
+"""Shared fixtures: the offline model, a few small images of every kind, and a guard that
+fails any test that leaves torch on another number of threads than it found.
+
+Helper functions live in helpers.py (`from helpers import photo`), not here.
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+import torch
+from helpers import photo
 from PIL import Image
 
 from utils.model import image_processor_class, offline_model
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_unchanged():
+    """Fail a test that changes torch's thread count and leaves it changed for the next tests."""
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != before:
+        torch.set_num_threads(before)  # so that the tests after this one are not affected
+        pytest.fail(f"the test left torch on {after} thread(s) instead of {before}; restore "
+                    "it (for example with try/finally) after torch.set_num_threads", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -17,15 +34,6 @@ def model():
 @pytest.fixture(scope="session")
 def image_processor():
     return image_processor_class()()
-
-
-def photo(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A smooth random RGB picture (gradients plus noise), cheap to make and to predict."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
-    noisy = base + rng.normal(0, 20, base.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
 @pytest.fixture

@@ -181,7 +181,7 @@ def test_upsample_argmax_takes_the_plain_path_for_non_finite_scores(bad):
 @pytest.fixture(scope="module")
 def model_logits(model, image_processor):
     """SegFormer's channels-last logits for a few photos, as `predict` computes them."""
-    from conftest import photo
+    from helpers import photo
 
     from utils.inference import ReproducibleConvolutions
 

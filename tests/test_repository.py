@@ -9,28 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from utils.tools.workshop_check import read_pins
+
 ROOT = Path(__file__).resolve().parent.parent
-PIN = re.compile(r"^\s*-?\s*([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)")
-
-
-def pins(path: Path) -> dict[str, str]:
-    found = {}
-    for line in path.read_text().splitlines():
-        match = PIN.match(line)
-        if match:
-            found[match.group(1).lower().replace("_", "-")] = match.group(2)
-    return found
 
 
 def test_requirements_and_conda_environment_pin_the_same_versions():
-    pip_pins, conda_pins = pins(ROOT / "requirements.txt"), pins(ROOT / "environment.yml")
+    pip_pins = read_pins(ROOT / "requirements.txt")
+    conda_pins = read_pins(ROOT / "environment.yml")
     assert len(pip_pins) >= 15
     assert pip_pins == conda_pins
 
 
 def test_key_packages_are_pinned():
-    assert {"ray[data]", "torch", "transformers", "datasets", "nbval", "pytest"} <= set(
-        pins(ROOT / "requirements.txt"))
+    assert {"ray", "torch", "transformers", "datasets", "nbval", "pytest"} <= set(
+        read_pins(ROOT / "requirements.txt"))
+    assert "ray[data]==" in (ROOT / "requirements.txt").read_text()
 
 
 def notebooks():
@@ -69,9 +63,23 @@ def test_code_and_notebooks_are_ruff_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_diagrams_are_generated_by_the_script(tmp_path):
+def test_diagrams_are_the_bytes_the_script_draws(tmp_path):
+    """The script promises identical bytes on every run: regenerated files equal the committed."""
     subprocess.run([sys.executable, str(ROOT / "assets" / "make_diagrams.py"), "--out",
                     str(tmp_path)], check=True, capture_output=True)
-    made = {p.name for p in tmp_path.glob("*.png")}
-    committed = {p.name for p in (ROOT / "assets" / "diagrams").glob("*.png")}
-    assert made == committed and len(made) >= 6
+    made = {p.name: p.read_bytes() for p in tmp_path.glob("*.png")}
+    committed = {p.name: p.read_bytes() for p in (ROOT / "assets" / "diagrams").glob("*.png")}
+    assert sorted(made) == sorted(committed) and len(made) >= 6
+    differ = sorted(name for name in made if made[name] != committed[name])
+    assert not differ, (f"{differ} differ from what assets/make_diagrams.py draws: "
+                        "run `make diagrams` and commit the result")
+
+
+def test_a_deprecated_call_made_by_the_course_fails_the_tests():
+    """pyproject's filter turns a DeprecationWarning attributed to a `utils` module into an
+    error, while one raised inside a third-party module stays a warning."""
+    code = "import warnings\nwarnings.warn('old API', DeprecationWarning)\n"
+    with pytest.raises(DeprecationWarning, match="old API"):
+        exec(compile(code, "course_module.py", "exec"), {"__name__": "utils.inference"})
+    with pytest.warns(DeprecationWarning, match="old API"):
+        exec(compile(code, "library_module.py", "exec"), {"__name__": "somelibrary.module"})

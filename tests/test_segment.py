@@ -19,25 +19,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import photo
 from PIL import Image
 
 from utils.data import list_files, printable_id
 from utils.images import inspect_image
 from utils.inference import predict
+from utils.masks import read_mask
 from utils.model import image_processor_class, offline_model
 from utils.tools.segment import files as sio
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "hf_TEST_SECRET_do_not_print_0123456789"
-
-
-def picture(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A smooth random RGB picture, cheap to make and to segment."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
-    return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255)
-                           .astype(np.uint8), "RGB")
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -67,9 +60,9 @@ EXPECTED_NOTES = {
 def make_corpus(folder: Path) -> dict[str, Image.Image]:
     """Good, odd and broken files under `folder`; returns the good ones as displayed (RGB)."""
     good = {
-        "photo one.jpg": picture(40, 30, 1),                      # a space in the name
-        "données/été.png": picture(33, 47, 2),                    # non-ASCII folder and name
-        "nested/deeper/plain.png": picture(24, 24, 3),
+        "photo one.jpg": photo(40, 30, 1),                      # a space in the name
+        "données/été.png": photo(33, 47, 2),                    # non-ASCII folder and name
+        "nested/deeper/plain.png": photo(24, 24, 3),
     }
     for name, image in good.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +73,7 @@ def make_corpus(folder: Path) -> dict[str, Image.Image]:
 
     odd = folder / "odd"
     odd.mkdir()
-    base = picture(40, 24, 4)
+    base = photo(40, 24, 4)
     (odd / "gray16.png").write_bytes(encoded(
         Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257), "PNG"))
     (odd / "cmyk.jpg").write_bytes(encoded(base.convert("CMYK"), "JPEG"))
@@ -89,7 +82,7 @@ def make_corpus(folder: Path) -> dict[str, Image.Image]:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     (odd / "rotated.jpg").write_bytes(encoded(base, "JPEG", exif=exif.tobytes()))
-    frames = [picture(32, 20, seed) for seed in (5, 6, 7)]
+    frames = [photo(32, 20, seed) for seed in (5, 6, 7)]
     (odd / "animated.gif").write_bytes(encoded(frames[0], "GIF", save_all=True,
                                                append_images=frames[1:], duration=100))
     for name in ("gray16.png", "cmyk.jpg", "palette_transparent.png", "rotated.jpg",
@@ -97,12 +90,12 @@ def make_corpus(folder: Path) -> dict[str, Image.Image]:
         shown[f"odd/{name}"] = inspect_image(odd / name).image
     # A name that is not valid UTF-8 (a Latin-1 "é", as old cameras and zip files write it).
     latin1 = odd / os.fsdecode(b"caf\xe9 latin1.png")
-    latin1.write_bytes(encoded(picture(30, 20, 9), "PNG"))
+    latin1.write_bytes(encoded(photo(30, 20, 9), "PNG"))
     shown["odd/caf\\xe9 latin1.png"] = inspect_image(latin1).image
 
     broken = folder / "broken"
     broken.mkdir()
-    jpeg, png = encoded(picture(64, 48, 8), "JPEG"), encoded(picture(64, 48, 8), "PNG")
+    jpeg, png = encoded(photo(64, 48, 8), "JPEG"), encoded(photo(64, 48, 8), "PNG")
     (broken / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     rng = np.random.default_rng(0)
     scan = jpeg.index(b"\xff\xda") + 20  # headers intact, entropy-coded data replaced
@@ -151,7 +144,7 @@ def assert_complete(source: Path, out: Path) -> pd.DataFrame:
                    for p in (out / "masks").rglob("*.png"))
     assert masks == sorted(ok["mask_path"]), "masks on disk differ from the index's ok rows"
     for row in ok.itertuples():
-        mask = sio.read_mask(out / row.mask_path)
+        mask = read_mask(out / row.mask_path)
         assert mask.shape == (row.height, row.width) and mask.dtype == np.uint8
     assert not list(out.rglob(f"*{sio.TMP_MARK}*")), "a temporary file was left behind"
     return index
@@ -182,7 +175,7 @@ def test_inspect_image_odd_but_valid(tmp_path):
 
 def test_unreadable_file_is_rejected(tmp_path, monkeypatch):
     path = tmp_path / "secret.png"
-    path.write_bytes(encoded(picture(32, 32), "PNG"))
+    path.write_bytes(encoded(photo(32, 32), "PNG"))
     path.chmod(0)
     if os.geteuid() == 0:  # root reads anything: make open() fail as it would for a user
         real_open = open
@@ -200,15 +193,15 @@ def test_unreadable_file_is_rejected(tmp_path, monkeypatch):
 def test_a_rerun_skips_what_still_stands_and_retries_access_problems(tmp_path):
     from utils.tools.segment.job import is_done
 
-    photo, out = tmp_path / "a.png", tmp_path / "out"
-    photo.write_bytes(encoded(picture(24, 20), "PNG"))
+    image_file, out = tmp_path / "a.png", tmp_path / "out"
+    image_file.write_bytes(encoded(photo(24, 20), "PNG"))
     (out / "masks").mkdir(parents=True)
     (out / "masks" / "a.png").write_bytes(b"mask")
-    size, mtime = sio.file_signature(photo)
+    size, mtime = sio.file_signature(image_file)
     ok = {"status": "ok", "mask_path": "masks/a.png", "source_bytes": size,
           "source_mtime_ns": mtime}
-    assert is_done(ok, photo, out)
-    assert not is_done({**ok, "mask_path": "masks/gone.png"}, photo, out)
+    assert is_done(ok, image_file, out)
+    assert not is_done({**ok, "mask_path": "masks/gone.png"}, image_file, out)
     # The reasons as the read stage words them: a rejection for content stands, one for
     # access is retried.
     (tmp_path / "notes.png").write_text("not a picture")
@@ -216,13 +209,13 @@ def test_a_rerun_skips_what_still_stands_and_retries_access_problems(tmp_path):
     for_access = inspect_image(tmp_path / "vanished.png").reason
     assert for_content.startswith("not an image") and for_access.startswith("file not found")
     rejected = {**ok, "status": "rejected", "mask_path": None}
-    assert is_done({**rejected, "reason": for_content}, photo, out)
-    assert not is_done({**rejected, "reason": for_access}, photo, out)
+    assert is_done({**rejected, "reason": for_content}, image_file, out)
+    assert not is_done({**rejected, "reason": for_access}, image_file, out)
     assert not is_done({**rejected, "reason": "permission denied (the file is not readable)"},
-                       photo, out)
-    os.utime(photo, ns=(mtime + 10**9, mtime + 10**9))  # the file changed since: redo it
-    assert not is_done(ok, photo, out)
-    assert not is_done({**rejected, "reason": for_content}, photo, out)
+                       image_file, out)
+    os.utime(image_file, ns=(mtime + 10**9, mtime + 10**9))  # the file changed since: redo it
+    assert not is_done(ok, image_file, out)
+    assert not is_done({**rejected, "reason": for_content}, image_file, out)
 
 
 def test_write_atomic_leaves_nothing_partial(tmp_path):
@@ -234,19 +227,13 @@ def test_write_atomic_leaves_nothing_partial(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["mask.png"]
 
 
-def test_masks_round_trip_losslessly():
-    mask = np.random.default_rng(0).integers(0, 150, (17, 23), dtype=np.uint8)
-    path_bytes = sio.encode_mask(mask)
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(path_bytes))), mask)
-
-
 def test_usage_errors_exit_2_before_any_work(tmp_path):
     from utils.tools.segment import main
 
     empty = tmp_path / "empty"
     empty.mkdir()
     (tmp_path / "photos").mkdir()
-    (tmp_path / "photos" / "a.png").write_bytes(encoded(picture(32, 32), "PNG"))
+    (tmp_path / "photos" / "a.png").write_bytes(encoded(photo(32, 32), "PNG"))
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     cases = {
@@ -263,7 +250,7 @@ def test_unknown_model_exits_2(tmp_path, capsys, monkeypatch):
     from utils import segment
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    (tmp_path / "a.png").write_bytes(encoded(picture(32, 32), "PNG"))
+    (tmp_path / "a.png").write_bytes(encoded(photo(32, 32), "PNG"))
     argv = [str(tmp_path), "--out", str(tmp_path / "out"), "--model", "nobody/no-such-model"]
     assert segment.main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()
@@ -317,7 +304,7 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
     interrupted = sorted((out / "masks").rglob("*.png"))
     assert 2 <= len(interrupted) < len(shown)
     for path in interrupted:  # every mask on disk is a complete PNG
-        sio.read_mask(path)
+        read_mask(path)
     shards = sorted((out / ".index-parts").glob("*.parquet"))
     saved = pd.concat([pd.read_parquet(s) for s in shards]) if shards else pd.DataFrame()
     already = set(saved["image_id"]) if len(saved) else set()  # masks and rejections
@@ -362,7 +349,7 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
     finally:
         torch.set_num_threads(threads)
     for image_id, mask in zip(shown, expected):
-        assert np.array_equal(sio.read_mask(out / rows.loc[image_id, "mask_path"]), mask), \
+        assert np.array_equal(read_mask(out / rows.loc[image_id, "mask_path"]), mask), \
             image_id
     assert rows.loc["odd/rotated.jpg", "height"] == 40  # rotated: as displayed
     assert len(list((out / "previews").rglob("*.jpg"))) == 2
@@ -430,3 +417,39 @@ def test_only_a_local_instance_gets_the_small_object_store(monkeypatch):
     assert local_object_store() == {"object_store_memory": LOCAL_OBJECT_STORE_BYTES}
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert local_object_store() == {}  # a cluster keeps its own setting
+
+
+def test_gpu_actors_get_shares_that_pack_onto_whole_gpus():
+    from utils.tools.segment.pipeline import plan_actors
+
+    three_on_two = plan_actors(cpus=16, gpus=2, largest_node_cpus=8, device="auto", actors=3)
+    assert three_on_two.actors == 3 and three_on_two.gpus == 0.5  # 0.67 would leave one waiting
+    assert plan_actors(16, 2, 8, "auto", None).gpus == 1.0  # one actor per GPU by default
+    assert plan_actors(16, 2, 8, "cpu", None).gpus == 0  # --device cpu ignores the GPUs
+    on_cpus = plan_actors(cpus=2, gpus=0, largest_node_cpus=2, device="auto", actors=None)
+    assert (on_cpus.actors, on_cpus.cpus, on_cpus.gpus) == (1, 1.5, 0)  # the reader keeps 0.5
+    with pytest.raises(sio.UsageError, match="no GPU"):
+        plan_actors(2, 0, 2, "cuda", None)
+
+
+def test_progress_is_a_bar_in_a_terminal_and_plain_lines_elsewhere():
+    from utils.tools.segment.pipeline import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = io.StringIO()
+    progress = Progress(4, stream=log, every_s=0)
+    for done in range(1, 5):
+        progress.update(done, rejected=1)
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 4 and "\r" not in log.getvalue()
+    assert lines[-1].startswith("100%") and "4/4" in lines[-1] and "rejected=1" in lines[-1]
+
+    terminal = Terminal()
+    progress = Progress(4, stream=terminal, every_s=0)
+    progress.update(4)
+    progress.close()
+    assert "\r" in terminal.getvalue() and "4/4" in terminal.getvalue()

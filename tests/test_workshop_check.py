@@ -21,6 +21,9 @@ def test_read_pins_keeps_name_version_pairs_only(tmp_path):
     path = tmp_path / "requirements.txt"
     path.write_text("# comment\nray[data]==2.60.0\nNumPy == 2.4.6  # why\npip>=24\n\n")
     assert wc.read_pins(path) == {"ray": "2.60.0", "numpy": "2.4.6"}
+    conda = tmp_path / "environment.yml"
+    conda.write_text("dependencies:\n  - python=3.11\n  - pip:\n      - huggingface_hub==2.4.0\n")
+    assert wc.read_pins(conda) == {"huggingface-hub": "2.4.0"}
 
 
 def test_packages_ok_when_every_pin_matches(context, monkeypatch):
@@ -113,7 +116,7 @@ def test_images_not_prefetched_fail_then_enough_pass(context):
 
 
 def test_images_from_a_data_dir_are_counted(context, tmp_path):
-    from conftest import photo
+    from helpers import photo
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -1,31 +1,117 @@
-"""Segmentation masks in Parquet: one row per image, readable by any Parquet tool.
+"""Segmentation masks: one file format (PNG), one Parquet layout, one ranking of classes.
 
-Row layout (the columns a batch job writes and `read_masks` reads back):
+A mask is a (height, width) array of class ids, as `predict` returns per image. It is
+always stored as a PNG file: lossless, 8-bit grayscale for `uint8` maps (up to 256
+classes) and 16-bit above, with its size in its own header, so any image library opens
+it. `encode_mask` and `decode_mask` convert; `read_mask` reads one PNG file, as the
+production job writes them.
+
+Pipelines that write Parquet (Ray Data's `write_parquet`) put the same PNG bytes in one
+row per image:
 
 - `image_id` (string): the image's stable id
-- `height`, `width` (int32): the mask's shape, which is the image's size
-- `mask` (binary): the class-id map's raw bytes, row-major, one byte per pixel
-  (uint8; 2 or 4 bytes per pixel for models with more than 256 classes)
+- `mask` (binary): the mask as PNG bytes
 
-Masks are stored as plain bytes plus their shape, not as a Ray tensor column, so
-pandas, DuckDB, Spark or `pyarrow` can read the files without Ray's extension
-types; Parquet's column compression keeps them small. Other columns (for example
-which worker made a prediction) may sit alongside; the reader ignores them.
+`masks_to_batch` builds that layout in a `map_batches` function, `write_masks` writes it
+from a dict, and `read_masks` reads it back with plain `pyarrow`: pandas, DuckDB or Spark
+read the files too, without Ray's extension types. Other columns (for example which
+worker made a prediction) may sit alongside; the reader ignores them.
+
+`class_shares` ranks the classes of a mask by area; the job's index and
+`visualize_predictions` both use it.
 """
 
 from __future__ import annotations
 
+import io
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
 
-MASK_COLUMNS = ("image_id", "height", "width", "mask")
-# How a stored mask's bytes per pixel map back to a dtype.
-_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.int32)}
-_SUPPORTED = ", ".join(str(d) for d in _DTYPES.values())
+MASK_COLUMNS = ("image_id", "mask")
+MAX_CLASS_ID = 65535  # the largest id a 16-bit PNG holds
+# The PNG modes `encode_mask` writes (Pillow opens 16-bit grayscale as "I;16", or "I" in
+# older versions) and the dtype each decodes to.
+_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I": np.uint16}
+# What Pillow raises on a damaged file: truncated, bad chunks, bad compressed data.
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, zlib.error)
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """A mask as PNG bytes: lossless, 8-bit grayscale for uint8, 16-bit otherwise.
+
+    Raises `ValueError` for what PNG cannot hold: a shape other than (height, width), an
+    empty mask, ids that are not integers or lie outside 0..65535.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must have shape (height, width), not {mask.shape}")
+    if mask.size == 0:
+        raise ValueError(f"an empty mask (shape {mask.shape}) cannot be stored as PNG")
+    if mask.dtype == np.bool_ or not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f"a mask holds integer class ids, not {mask.dtype} values")
+    if mask.dtype != np.uint8:
+        low, high = int(mask.min()), int(mask.max())
+        if low < 0 or high > MAX_CLASS_ID:
+            raise ValueError(f"class ids must lie in 0..{MAX_CLASS_ID} to be stored as PNG; "
+                             f"this mask holds {low}..{high}")
+        mask = mask.astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(mask)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_mask(data: bytes) -> np.ndarray:
+    """PNG bytes made by `encode_mask` back to the mask: uint8 (8-bit) or uint16 (16-bit).
+
+    Raises `ValueError` when `data` is not a complete grayscale PNG.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "PNG":
+                raise ValueError(f"a mask is stored as PNG, this is {image.format}")
+            if image.mode not in _MODES:
+                raise ValueError(f"a mask is a grayscale PNG, this one has mode {image.mode}")
+            pixels = np.asarray(image)  # decodes every pixel: a truncated file fails here
+            dtype = _MODES[image.mode]
+    except UnidentifiedImageError:
+        raise ValueError("not an image file, so not a PNG mask") from None
+    except _DECODE_ERRORS as error:
+        raise ValueError(f"not a readable PNG ({type(error).__name__}: {error})") from error
+    return pixels.astype(dtype)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """One mask file (a PNG written by the job) as a (height, width) array of class ids.
+
+    Raises `FileNotFoundError` when the file is missing and `ValueError`, naming the file,
+    when it is not a complete mask (for example a partly written one).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return decode_mask(data)
+    except ValueError as error:
+        raise ValueError(f"{path} is not a mask: {error}") from error
+
+
+def class_shares(mask: np.ndarray) -> list[tuple[int, float]]:
+    """`(class_id, share of the pixels)` for each class present in `mask`, largest first.
+
+    Classes of equal area keep the order of their ids, so the ranking is the same on every run.
+    """
+    mask = np.asarray(mask)
+    if mask.size == 0:
+        return []
+    counts = np.bincount(mask.ravel())
+    present = np.flatnonzero(counts)
+    order = present[np.argsort(-counts[present], kind="stable")]
+    return [(int(k), float(counts[k]) / mask.size) for k in order]
 
 
 def masks_to_batch(image_ids: Iterable[str], maps: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
@@ -37,24 +123,13 @@ def masks_to_batch(image_ids: Iterable[str], maps: Sequence[np.ndarray]) -> dict
     ids = [str(image_id) for image_id in image_ids]
     if len(ids) != len(maps):
         raise ValueError(f"{len(ids)} image ids but {len(maps)} masks")
-    encoded = [_encode(image_id, mask) for image_id, mask in zip(ids, maps)]
-    mask_bytes = np.empty(len(encoded), dtype=object)
-    mask_bytes[:] = [data for data, _ in encoded]
-    return {
-        "image_id": np.array(ids, dtype=object),
-        "height": np.array([shape[0] for _, shape in encoded], dtype=np.int32),
-        "width": np.array([shape[1] for _, shape in encoded], dtype=np.int32),
-        "mask": mask_bytes,
-    }
-
-
-def _encode(image_id: str, mask: np.ndarray) -> tuple[bytes, tuple[int, int]]:
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask for {image_id!r} has shape {mask.shape}; expected (height, width)")
-    if mask.dtype not in _DTYPES.values():
-        raise ValueError(f"mask for {image_id!r} has dtype {mask.dtype}; supported: {_SUPPORTED}")
-    return np.ascontiguousarray(mask).tobytes(), mask.shape
+    encoded = np.empty(len(ids), dtype=object)
+    for i, (image_id, mask) in enumerate(zip(ids, maps)):
+        try:
+            encoded[i] = encode_mask(mask)
+        except ValueError as error:
+            raise ValueError(f"mask for {image_id!r}: {error}") from error
+    return {"image_id": np.array(ids, dtype=object), "mask": encoded}
 
 
 def write_masks(masks: Mapping[str, np.ndarray], path: str | Path) -> Path:
@@ -64,8 +139,6 @@ def write_masks(masks: Mapping[str, np.ndarray], path: str | Path) -> Path:
     batch = masks_to_batch(list(masks), list(masks.values()))
     table = pa.table({
         "image_id": pa.array(list(batch["image_id"]), pa.string()),
-        "height": pa.array(batch["height"], pa.int32()),
-        "width": pa.array(batch["width"], pa.int32()),
         "mask": pa.array(list(batch["mask"]), pa.binary()),
     })
     pq.write_table(table, path)
@@ -76,8 +149,8 @@ def read_masks(path: str | Path) -> dict[str, np.ndarray]:
     """Read masks written in the layout above: `{image_id: (height, width) array}`.
 
     `path` is one Parquet file or a folder of them (as `Dataset.write_parquet` makes).
-    Raises `FileNotFoundError` when there is nothing to read and `ValueError`, naming
-    the image, when a row is malformed or an id appears twice.
+    Raises `FileNotFoundError` when there is nothing to read and `ValueError`, naming the
+    image, when a row is malformed or an id appears twice.
     """
     path = Path(path)
     if not path.exists():
@@ -91,21 +164,16 @@ def read_masks(path: str | Path) -> dict[str, np.ndarray]:
         missing = [c for c in MASK_COLUMNS if c not in table.column_names]
         if missing:
             raise ValueError(f"{file} lacks column(s) {missing}; found {table.column_names}")
-        columns = {name: table.column(name).to_pylist() for name in MASK_COLUMNS}
-        for image_id, height, width, data in zip(*columns.values()):
+        ids, data = (table.column(name).to_pylist() for name in MASK_COLUMNS)
+        for image_id, png in zip(ids, data):
+            if image_id is None:
+                raise ValueError(f"{file} has a row without an image_id")
             if image_id in masks:
                 raise ValueError(f"image {image_id!r} appears more than once under {path}")
-            masks[image_id] = decode_mask(image_id, height, width, data)
+            if png is None:
+                raise ValueError(f"the row of image {image_id!r} in {file} has no mask")
+            try:
+                masks[image_id] = decode_mask(png)
+            except ValueError as error:
+                raise ValueError(f"the mask of image {image_id!r} in {file}: {error}") from error
     return masks
-
-
-def decode_mask(image_id: str, height: int, width: int, data: bytes) -> np.ndarray:
-    """One stored row back to its (height, width) mask; the dtype follows from the size."""
-    if data is None or height is None or width is None or height < 1 or width < 1:
-        raise ValueError(f"row for {image_id!r} is incomplete (height={height}, width={width})")
-    pixels = height * width
-    if len(data) % pixels or len(data) // pixels not in _DTYPES:
-        raise ValueError(f"mask of {image_id!r} has {len(data)} bytes, which does not fit "
-                         f"{height}x{width} pixels of {_SUPPORTED}")
-    dtype = _DTYPES[len(data) // pixels]
-    return np.frombuffer(data, dtype=dtype).reshape(height, width).copy()

@@ -4,7 +4,7 @@
 (safetensors weights, JSON configs) into a directory and wraps it in a
 `ray.train.Checkpoint`. `SegmentationPredictor.from_checkpoint` loads them back (in
 any process that can read the path) and `__call__` turns a Ray Data batch of images
-into a batch of masks in the layout of `utils.masks_io`.
+into a batch of masks in the Parquet layout of `utils.masks`.
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ class SegmentationPredictor:
     """Images in, masks out, for a model loaded from a checkpoint.
 
     `__call__` takes a Ray Data batch `{"image_id": ..., "image": ...}` (any image
-    form `decode_image` accepts) and returns `{"image_id", "height", "width", "mask"}`
-    columns (see `utils.masks_io`), one row per input image, in input order.
+    form `decode_image` accepts) and returns `{"image_id", "mask"}` columns, each mask as
+    PNG bytes (see `utils.masks`), one row per input image, in input order.
     """
 
     def __init__(self, model: torch.nn.Module, image_processor: Any,

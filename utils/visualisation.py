@@ -13,6 +13,7 @@ from PIL import Image
 from .data import get_image_indices
 from .images import convert_image_to_rgb
 from .labels import ade20k_palette, get_labels
+from .masks import class_shares
 
 
 def colorize(segmentation_map: np.ndarray) -> np.ndarray:
@@ -31,14 +32,6 @@ def overlay(image: Image.Image, segmentation_map: np.ndarray, alpha: float = 0.5
                          f"shape {rgb.shape[:2]}")
     blended = (1 - alpha) * rgb + alpha * colorize(segmentation_map).astype(np.float32)
     return np.round(blended).astype(np.uint8)
-
-
-def classes_by_area(segmentation_map: np.ndarray) -> list[tuple[int, float]]:
-    """`(class_id, share of pixels)` for each class present, largest first."""
-    counts = np.bincount(segmentation_map.ravel())
-    present = np.flatnonzero(counts)
-    order = present[np.argsort(-counts[present], kind="stable")]
-    return [(int(k), counts[k] / segmentation_map.size) for k in order]
 
 
 def display_example_images(
@@ -61,26 +54,25 @@ def display_example_images(
 
 def visualize_predictions(
     image: Image.Image,
-    segmentation_maps: np.ndarray,
+    segmentation_map: np.ndarray,
     alpha: float = 0.5,
     max_legend: int = 10,
     title: str | None = None,
 ) -> Figure:
     """Show an image beside its predicted classes, with a legend of the largest classes present.
 
-    `segmentation_maps` is one (height, width) class-id map, as `predict` returns
-    per image (the name is kept from the original course).
+    `segmentation_map` is one (height, width) class-id map, as `predict` returns per image.
     """
     id2label, _ = get_labels()
     palette = ade20k_palette()
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     left.imshow(convert_image_to_rgb(image))
     left.set_title(title or "image")
-    right.imshow(overlay(image, segmentation_maps, alpha))
+    right.imshow(overlay(image, segmentation_map, alpha))
     right.set_title("predicted classes")
     for ax in (left, right):
         ax.axis("off")
-    present = classes_by_area(segmentation_maps)
+    present = class_shares(segmentation_map)
     handles = [
         Patch(color=palette[k] / 255, label=f"{id2label[k].strip()} ({share:.0%})")
         for k, share in present[:max_legend]

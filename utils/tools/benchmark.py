@@ -22,7 +22,6 @@ import os
 import platform
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from utils.data import load_test_images, png_bytes
 from utils.images import convert_image_to_rgb
 from utils.inference import predict, reference_predict, upsample_argmax
 from utils.model import is_offline_model, load_model, shippable_copy
+from utils.timing import Stopwatch
 
 APPROACHES = ("sequential", "tasks", "actors", "actor_pool", "ray_data", "checkpoint_predictor")
 COLUMNS = ("approach", "n_images", "seconds", "images_per_s", "peak_rss_mb", "cpu_count", "gpu",
@@ -315,9 +315,9 @@ def profile_stages(model, processor, images: Sequence[Image.Image]) -> dict[str,
     timings: dict[str, float] = {}
 
     def clock(name: str, fn: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        result = fn()
-        timings[name] = (time.perf_counter() - start) * 1000 / n
+        with Stopwatch() as watch:
+            result = fn()
+        timings[name] = watch.seconds * 1000 / n
         return result
 
     rgb = clock("decode + convert", lambda: [convert_image_to_rgb(Image.open(io.BytesIO(b)))
@@ -352,12 +352,13 @@ def hardware_ceiling(model) -> dict[str, float]:
     size = 2048
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     torch.mm(a, b)
-    reps, start = 5, time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    matmul_gflops = 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
+    reps = 5
+    with Stopwatch() as watch:
+        for _ in range(reps):
+            torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    matmul_gflops = 2 * size**3 * reps / watch.seconds / 1e9
     return {"gflop_per_image": gflop, "matmul_gflop_per_s": matmul_gflops,
             "ceiling_images_per_s": matmul_gflops / gflop}
 
@@ -378,18 +379,18 @@ def measure_forward_vs_predict(model, processor, images: Sequence[Image.Image],
             for batch_pixels in pixels:
                 model(pixel_values=pixel_values_on(model, batch_pixels))
 
-    def timed(step: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        step()
-        return time.perf_counter() - start
+    def seconds(step: Callable[[], object]) -> float:
+        with Stopwatch() as watch:
+            step()
+        return watch.seconds
 
     with torch.inference_mode():
         model(pixel_values=pixel_values_on(model, pixels[0]))  # warm up
     forward, fast = math.inf, math.inf
     for _ in range(rounds):
-        forward = min(forward, timed(forward_pass))
-        fast = min(fast, timed(lambda: [predict(model, processor, b) for b in batches]))
-    plain = timed(lambda: [reference_predict(model, processor, b) for b in batches])
+        forward = min(forward, seconds(forward_pass))
+        fast = min(fast, seconds(lambda: [predict(model, processor, b) for b in batches]))
+    plain = seconds(lambda: [reference_predict(model, processor, b) for b in batches])
     return {"forward_images_per_s": len(rgb) / forward, "predict_images_per_s": len(rgb) / fast,
             "plain_predict_images_per_s": len(rgb) / plain,
             "predict_vs_forward": forward / fast, "plain_vs_forward": forward / plain}
@@ -442,10 +443,9 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
             expected = None
             for name in approaches:
                 bar.set_description(f"{name} x {n}")
-                with PeakMemory() as memory:
-                    start = time.perf_counter()
+                with PeakMemory() as memory, Stopwatch() as watch:
                     got = RUNNERS[name](model, processor, work, workers)
-                    seconds = time.perf_counter() - start
+                seconds = watch.seconds
                 if expected is None:
                     expected = got  # the sequential loop runs first
                 else:
@@ -570,11 +570,11 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
             pixels += image.width * image.height
         command = [sys.executable, "-m", "utils.segment", str(source), "--out",
                    str(Path(folder) / "masks"), "--preview", "0"]
-        start = time.perf_counter()
-        job = subprocess.Popen(command)
-        with PeakMemory(interval_s=0.5, root=job.pid, proportional=True) as memory:
-            code = job.wait()
-        seconds = time.perf_counter() - start
+        with Stopwatch() as watch:
+            job = subprocess.Popen(command)
+            with PeakMemory(interval_s=0.5, root=job.pid, proportional=True) as memory:
+                code = job.wait()
+        seconds = watch.seconds
         index = pd.read_parquet(Path(folder) / "masks" / "index.parquet") if code == 0 else None
         written = int((index["status"] == OK).sum()) if index is not None else 0
     result = {"images": n, "exit_code": code, "masks_written": written,

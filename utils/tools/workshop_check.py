@@ -74,13 +74,15 @@ class Context:
 
 
 def read_pins(path: Path) -> dict[str, str]:
-    """`{distribution: version}` for every `name==version` line of a requirements file."""
+    """`{distribution: version}` for every `name==version` line of a requirements file or of
+    the pip list of a conda `environment.yml` (`- name==version`). Names are normalised as
+    pip does (lower case, `_` and `.` as `-`); extras such as `[data]` are dropped."""
     pins = {}
     for raw in path.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
+        line = raw.split("#", 1)[0].strip().removeprefix("- ")
         match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*==\s*([^\s;]+)", line)
         if match:
-            pins[match.group(1).lower()] = match.group(3)
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
     return pins
 
 
@@ -210,12 +212,12 @@ def check_ray(context: Context) -> Check:
         where = describe_cluster()
 
         @ray.remote(num_cpus=0.1)
-        def utils_version() -> str:
+        def utils_location() -> str:
             import utils
 
-            return utils.__name__
+            return utils.__file__
 
-        ray.get(utils_version.remote(), timeout=180)
+        ray.get(utils_location.remote(), timeout=180)
         first_task = time.perf_counter() - start - started
     except Exception as error:  # noqa: BLE001 - report any failure to start
         return Check(name, "FAIL", f"{type(error).__name__}: {error}",

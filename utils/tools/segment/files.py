@@ -1,13 +1,14 @@
-"""Files for the batch-segmentation job (`utils.segment`): inputs, checks, masks, the index.
+"""The production job's files and shared vocabulary; nothing here needs Ray.
 
-Nothing here needs Ray, so each piece can be tested (and reused) on its own:
-
-- `find_inputs`: every file under a folder, with a stable id (its path relative to the folder)
-- `inspect_image`: decide, cheaply and without ever raising, whether a file is a usable image;
-  return it as displayed (EXIF rotation applied, any mode converted to RGB) or the reason it is not
+- `UsageError`, `say`, `OK` / `REJECTED`: how the job's parts report to the user
 - `write_atomic`: write a file so that it is either complete or absent, never half-written
-- `encode_mask` / `read_mask`: class-id maps as lossless PNG
-- `INDEX_SCHEMA`, `rows_to_table`, `read_rows`: the Parquet index, one row per input file
+- `INDEX_SCHEMA`, `rows_to_table`, `read_rows`, `ResultWriter`: the Parquet index, one row
+  per input file, saved in shards as results arrive
+
+Inputs are listed by `utils.data.list_files` and checked by `utils.images.inspect_image`, as
+the notebooks' own images are.
+
+The masks themselves are PNG files made and read by `utils.masks`, like every mask in the course.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
-TOP_K = 3  # how many classes the index lists per image, largest first
+TOP_K = 3  # how many classes the index lists per image, largest first (masks.class_shares)
 TMP_MARK = ".tmp-"  # temporary files are named ".<name>.tmp-<pid>" next to their target
 
 OK, REJECTED = "ok", "rejected"
@@ -116,39 +115,6 @@ def remove_temporary_files(folder: Path) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-# --- masks ------------------------------------------------------------------------------------
-
-
-def encode_mask(mask: np.ndarray) -> bytes:
-    """A class-id map as PNG bytes: lossless, 8-bit grayscale (16-bit above 256 classes)."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"a mask must be (height, width), not {mask.shape}")
-    if mask.dtype != np.uint8:
-        if mask.min() < 0 or mask.max() > 65535:
-            raise ValueError("class ids must lie in 0..65535 to be stored as PNG")
-        mask = mask.astype(np.uint16)
-    buffer = io.BytesIO()
-    Image.fromarray(mask).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def read_mask(path: Path | str) -> np.ndarray:
-    """A mask written by the job, back as a (height, width) array of class ids."""
-    with Image.open(path) as image:
-        return np.asarray(image).copy()
-
-
-def top_classes(mask: np.ndarray, id2label: Mapping[int, str],
-                k: int = TOP_K) -> tuple[list[str], list[float]]:
-    """Names and pixel shares of the `k` largest classes in `mask`, largest first."""
-    counts = np.bincount(np.asarray(mask).ravel())
-    present = np.flatnonzero(counts)
-    order = present[np.argsort(-counts[present], kind="stable")][:k]
-    names = [str(id2label.get(int(c), f"class {int(c)}")).strip() for c in order]
-    return names, [round(float(counts[c]) / mask.size, 4) for c in order]
 
 
 # --- the index --------------------------------------------------------------------------------

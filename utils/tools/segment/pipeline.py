@@ -10,11 +10,14 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
+from tqdm import tqdm
 
+from utils.cluster import gpu_share
 from utils.config import get_config
 from utils.data import printable_id
 from utils.images import Inspection, inspect_image
@@ -94,6 +97,8 @@ class Segmenter:
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from PIL import Image
 
+        from utils.masks import class_shares, encode_mask
+
         if self.delay:
             time.sleep(self.delay)
         status = list(batch["status"])
@@ -108,8 +113,10 @@ class Segmenter:
             if isinstance(result, str):
                 status[i], reason[i] = sio.REJECTED, result
                 continue
-            masks[i] = sio.encode_mask(result)
-            tops[i] = json.dumps(sio.top_classes(result, self.id2label))
+            masks[i] = encode_mask(result)
+            top = class_shares(result)[:sio.TOP_K]
+            names = [str(self.id2label.get(k, f"class {k}")).strip() for k, _ in top]
+            tops[i] = json.dumps([names, [round(share, 4) for _, share in top]])
         return {
             "image_id": batch["image_id"], "path": batch["path"],
             "status": _column(status), "reason": _column(reason), "note": batch["note"],
@@ -172,25 +179,15 @@ def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.
 
     resources = ray.cluster_resources()
     cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    where = cluster or "a local instance"
-    say(f"Ray {ray.__version__} on {where}: {cpus:g} CPU(s), {gpus:g} GPU(s)")
-    use_gpu = args.device != "cpu" and gpus > 0
-    if args.device == "cuda" and not use_gpu:
-        raise UsageError("--device cuda, but the Ray cluster has no GPU")
-    if use_gpu:
-        actors = args.actors or max(1, int(gpus))
-        actor_cpus, actor_gpus = 1.0, min(1.0, gpus / actors)
-    else:
-        actors = args.actors or max(1, int(cpus) - 1)
-        # Leave room for one read task, or the read stage could never be scheduled; give
-        # the actors the rest (on 2 CPUs: one actor with 1.5 CPUs, so 2 torch threads).
-        largest_node = max((node["Resources"].get("CPU", 0) for node in ray.nodes()
-                            if node["Alive"]), default=cpus)
-        actor_cpus = min(largest_node, max(0.1, (cpus - READ_CPUS) / actors))
-        actor_gpus = 0
+    say(f"Ray {ray.__version__} on {cluster or 'a local instance'}: {cpus:g} CPU(s), "
+        f"{gpus:g} GPU(s)")
+    largest_node = max((node["Resources"].get("CPU", 0) for node in ray.nodes()
+                        if node["Alive"]), default=cpus)
+    plan = plan_actors(cpus, gpus, largest_node, args.device, args.actors)
     batch_size = min(args.batch_size, len(todo))
-    say(f"{len(todo)} files to do; {actors} model actor(s) on "
-        f"{'GPU' if use_gpu else f'{actor_cpus:g} CPU(s) each'}, batches of {batch_size}")
+    say(f"{len(todo)} files to do; {plan.actors} model actor(s) on "
+        f"{f'{plan.gpus:g} GPU' if plan.gpus else f'{plan.cpus:g} CPU(s)'} each, "
+        f"batches of {batch_size}")
 
     items = [{"image_id": image_id, "path": os.fsencode(path)} for image_id, path in todo]
     model_ref = ray.put(model)  # held here for the whole run, so restarted actors can fetch it
@@ -199,11 +196,11 @@ def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.
         .map_batches(Reader, batch_size=batch_size, num_cpus=READ_CPUS,
                      compute=ray.data.ActorPoolStrategy(size=1))
         .map_batches(Segmenter, batch_size=batch_size,
-                     compute=ray.data.ActorPoolStrategy(size=actors),
-                     num_cpus=actor_cpus, num_gpus=actor_gpus,
+                     compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                     num_cpus=plan.cpus, num_gpus=plan.gpus,
                      fn_constructor_kwargs={"model_ref": model_ref,
                                             "image_processor": processor,
-                                            "use_gpu": use_gpu})
+                                            "use_gpu": plan.gpus > 0})
     )
     progress = Progress(len(todo))
     rejected = 0
@@ -218,6 +215,36 @@ def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.
             rejected += row["status"] == sio.REJECTED
             progress.update(len(results), rejected)
     progress.close()
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many model actors to start, and what each one reserves."""
+
+    actors: int
+    cpus: float
+    gpus: float
+
+
+def plan_actors(cpus: float, gpus: float, largest_node_cpus: float, device: str,
+                actors: int | None) -> ActorPlan:
+    """Model actors for a cluster with `cpus` and `gpus` in all (`actors`: the user's count).
+
+    With GPUs (unless `device` is cpu), one actor per GPU by default, each with a share that
+    packs onto whole GPUs (`cluster.gpu_share`: 3 actors on 2 GPUs get 0.5 each, so all three
+    start). On CPUs, one actor per CPU but the reader's; the actors share what is left, never
+    more than the largest node has.
+    """
+    if device == "cuda" and gpus < 1:
+        raise UsageError("--device cuda, but the Ray cluster has no GPU")
+    if device != "cpu" and gpus >= 1:
+        count = actors or int(gpus)
+        return ActorPlan(count, 1.0, gpu_share(gpus, count))
+    count = actors or max(1, int(cpus) - 1)
+    # Leave room for the reader, or the read stage could never be scheduled; give the actors
+    # the rest (on 2 CPUs: one actor with 1.5 CPUs, so 2 torch threads).
+    share = min(largest_node_cpus, max(0.1, (cpus - READ_CPUS) / count))
+    return ActorPlan(count, share, 0.0)
 
 
 def result_row(batch: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
@@ -261,47 +288,33 @@ def shutdown_ray() -> None:
 
 
 class Progress:
-    """A one-line progress bar on stderr: done/total, images/s and the time left.
-
-    In a terminal the line is redrawn in place; elsewhere (a log file, a notebook) a new
-    line is printed every few seconds.
+    """Done/total, images/s and the time left, on stderr: a tqdm bar in a terminal, and a
+    plain line every few seconds elsewhere (a log file, a notebook), where a redrawn bar
+    would pile up as noise. The rate counts from the first result, not from Ray's start-up.
     """
 
-    def __init__(self, total: int, stream=None) -> None:
-        self.total, self.stream = total, stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.monotonic()
+    def __init__(self, total: int, stream: TextIO | None = None, every_s: float = 5.0) -> None:
+        self.total, self.stream, self.every_s = total, stream or sys.stderr, every_s
+        self.tty = self.stream.isatty()
+        self.bar = tqdm(total=total, unit="image", file=self.stream, disable=not self.tty)
         self.first: tuple[float, int] | None = None
-        self.last_print = 0.0
-        self.line = ""
+        self.last_line = 0.0
 
     def update(self, done: int, rejected: int = 0) -> None:
         now = time.monotonic()
-        if self.first is None:
-            self.first = (now, done)
-        if done < self.total and now - self.last_print < (0.2 if self.tty else 5.0):
+        self.first = self.first or (now, done)
+        self.bar.set_postfix(rejected=rejected, refresh=False)
+        self.bar.update(done - self.bar.n)
+        if self.tty or (done < self.total and now - self.last_line < self.every_s):
             return
-        self.last_print = now
+        self.last_line = now
         since, at = self.first
-        rate = (done - at) / (now - since) if now > since and done > at else 0.0
-        eta = _clock((self.total - done) / rate) if rate else "--:--"
-        width = 24
-        filled = int(width * done / self.total)
-        self.line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} images"
-                     f" ({rejected} rejected)  {rate:.2f} images/s  ETA {eta}")
-        if self.tty:
-            print(f"\r{self.line}", end="", file=self.stream, flush=True)
-        else:
-            print(self.line, file=self.stream, flush=True)
+        rate = (done - at) / (now - since) if now > since and done > at else None
+        line = tqdm.format_meter(done, self.total, now - since, unit="image", rate=rate,
+                                 ascii=True, postfix=f"rejected={rejected}")
+        print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self.tty and self.line:
-            print(file=self.stream, flush=True)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+        self.bar.close()
 
 
