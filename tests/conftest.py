@@ -22,8 +22,11 @@ def torch_threads_unchanged():
     after = torch.get_num_threads()
     if after != before:
         torch.set_num_threads(before)  # so that the tests after this one are not affected
-        pytest.fail(f"the test left torch on {after} thread(s) instead of {before}; restore "
-                    "it (for example with try/finally) after torch.set_num_threads", pytrace=False)
+        pytest.fail(
+            f"the test left torch on {after} thread(s) instead of {before}; restore "
+            "it (for example with try/finally) after torch.set_num_threads",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -78,15 +78,13 @@ def setting():
         (tuple(ids[i : i + BATCH_SIZE]), images[i : i + BATCH_SIZE])
         for i in range(0, N_IMAGES, BATCH_SIZE)
     ]
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     # Workers cannot import this test module: ship its classes and functions by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         recipe_ref = ray.put({"config": model.config, "weights": model.state_dict()})
         processor_ref = ray.put(processor)
-        yield {"batches": batches, "expected": expected,
-               "refs": (recipe_ref, processor_ref)}
+        yield {"batches": batches, "expected": expected, "refs": (recipe_ref, processor_ref)}
     finally:
         ray.shutdown()
 
@@ -145,10 +143,12 @@ def test_pool_drops_items_when_last_actor_dies(setting):
 
 def test_restartable_pool_completes_after_a_crash(setting):
     """max_restarts + max_task_retries: the crashed call is retried, nothing is duplicated."""
-    actors = started([
-        PredictionActor.options(max_restarts=1, max_task_retries=1).remote(*setting["refs"])
-        for _ in range(2)
-    ])
+    actors = started(
+        [
+            PredictionActor.options(max_restarts=1, max_task_retries=1).remote(*setting["refs"])
+            for _ in range(2)
+        ]
+    )
     try:
         pool = ActorPool(actors)
         work = pool.map_unordered(lambda a, b: a.predict.remote(*b), setting["batches"])

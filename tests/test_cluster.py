@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 # The Ray Data notebook (actor pool, blocks, CPU reservations) by default; `make test-cluster`
 # adds the Actors notebook, and CLUSTER_TEST_NOTEBOOKS="02_x.ipynb ..." runs any others.
 CLUSTER_NOTEBOOKS = tuple(os.environ.get("CLUSTER_TEST_NOTEBOOKS", "").split()) or (
-    "05_ray_data.ipynb",)
+    "05_ray_data.ipynb",
+)
 NOTEBOOK_IMAGES = "8"
 WORKER_CPUS = 2
 START_TIMEOUT_S = 240  # `ray start` on a busy 2-core machine can take a minute
@@ -75,16 +76,30 @@ def test_runtime_env_ships_utils_and_course_settings(monkeypatch):
 
 
 def test_forwarded_env_vars_picks_course_and_hub_settings_only():
-    environ = {"COURSE_SEED": "7", "HF_HOME": "/cache", "HF_TOKEN": "x", "PATH": "/bin",
-               "RAY_ADDRESS": "head:6379"}
+    environ = {
+        "COURSE_SEED": "7",
+        "HF_HOME": "/cache",
+        "HF_TOKEN": "x",
+        "PATH": "/bin",
+        "RAY_ADDRESS": "head:6379",
+    }
     assert forwarded_env_vars(environ) == {"COURSE_SEED": "7", "HF_HOME": "/cache"}
 
 
-@pytest.mark.parametrize(("gpus", "workers", "share"), [
-    (0, 4, 0), (0.5, 1, 0), (1, 1, 1.0), (4, 2, 1.0), (1, 2, 0.5), (1, 3, 0.3333),
-    (2, 3, 0.5),  # not 0.67: three 0.67 shares cannot fit on two GPUs
-    (1, 6, 0.1666), (8, 20, 0.3333),
-])
+@pytest.mark.parametrize(
+    ("gpus", "workers", "share"),
+    [
+        (0, 4, 0),
+        (0.5, 1, 0),
+        (1, 1, 1.0),
+        (4, 2, 1.0),
+        (1, 2, 0.5),
+        (1, 3, 0.3333),
+        (2, 3, 0.5),  # not 0.67: three 0.67 shares cannot fit on two GPUs
+        (1, 6, 0.1666),
+        (8, 20, 0.3333),
+    ],
+)
 def test_gpu_shares_pack_onto_whole_gpus(gpus, workers, share):
     got = gpu_share(gpus, workers)
     assert got == share
@@ -115,21 +130,34 @@ class Cluster:
     def run(self, args, *, env, timeout, cwd=None, check=True) -> subprocess.CompletedProcess:
         """Run a command (default cwd: outside the repository), keeping its output for reports."""
         started = time.perf_counter()
-        done = subprocess.run([str(a) for a in args], env=env, cwd=cwd or self.root,
-                              capture_output=True, text=True, timeout=timeout)
-        self.log.append(f"$ {' '.join(map(str, args))}  ({time.perf_counter() - started:.1f} s, "
-                        f"exit {done.returncode})\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+        done = subprocess.run(
+            [str(a) for a in args],
+            env=env,
+            cwd=cwd or self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        self.log.append(
+            f"$ {' '.join(map(str, args))}  ({time.perf_counter() - started:.1f} s, "
+            f"exit {done.returncode})\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        )
         if check and done.returncode != 0:
             pytest.fail("command failed:\n" + self.log[-1])
         return done
 
-    def start_node(self, temp_dir: Path, args: list, env: dict[str, str],
-                   attempts: int = 3) -> subprocess.CompletedProcess:
+    def start_node(
+        self, temp_dir: Path, args: list, env: dict[str, str], attempts: int = 3
+    ) -> subprocess.CompletedProcess:
         """`ray start` with its own --temp-dir; on a busy machine a raylet may miss Ray's
         30-second registration deadline, so a failed start is cleaned up and tried again."""
         for attempt in range(1, attempts + 1):
-            done = self.run([*args, f"--temp-dir={temp_dir}"], env=env, timeout=START_TIMEOUT_S,
-                            check=attempt == attempts)
+            done = self.run(
+                [*args, f"--temp-dir={temp_dir}"],
+                env=env,
+                timeout=START_TIMEOUT_S,
+                check=attempt == attempts,
+            )
             if done.returncode == 0:
                 return done
             stop_cluster(temp_dir)
@@ -148,8 +176,11 @@ def free_port() -> int:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without Ray settings or PYTHONPATH (which could smuggle the repo in)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RAY_") and k not in {"PYTHONPATH", "PYTHONHOME"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RAY_") and k not in {"PYTHONPATH", "PYTHONHOME"}
+    }
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env.update(extra)
     return env
@@ -163,12 +194,14 @@ def make_worker_python(root: Path) -> Path:
     `__editable__` hook that makes `import utils` work in the main environment never runs.
     """
     venv = root / "worker-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     python = venv / "bin" / "python"
     code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-    own = subprocess.run([python, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    own = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     shared = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     Path(own, "course_cluster_test_deps.pth").write_text("\n".join(shared) + "\n")
     return python
@@ -229,22 +262,37 @@ def cluster():
         #    writes ~/.ray/auth_token; with HOME pointed at the temp dir it is not the user's.
         home = root / "home"
         home.mkdir()
-        handle.run([*ray_cli, "get-auth-token", "--generate"],
-                   env=clean_env(HOME=str(home)), timeout=120)
+        handle.run(
+            [*ray_cli, "get-auth-token", "--generate"], env=clean_env(HOME=str(home)), timeout=120
+        )
         handle.token_path = home / ".ray" / "auth_token"
         handle.token_path.chmod(0o600)
-        printed = handle.run([*ray_cli, "get-auth-token"], env=clean_env(HOME=str(home)),
-                             timeout=120).stdout.strip()
+        printed = handle.run(
+            [*ray_cli, "get-auth-token"], env=clean_env(HOME=str(home)), timeout=120
+        ).stdout.strip()
         assert printed and printed == handle.token_path.read_text().strip()
         auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(handle.token_path)}
 
         # 2. The head: no CPUs for work, no dashboard (the test needs none), its own ports.
         port = free_port()
-        head = handle.start_node(root / "head", [
-            *ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-            "--num-cpus=0", "--num-gpus=0", "--include-dashboard=false",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", *NODE_OPTIONS], env=clean_env(**auth))
+        head = handle.start_node(
+            root / "head",
+            [
+                *ray_cli,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=0",
+                "--num-gpus=0",
+                "--include-dashboard=false",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                *NODE_OPTIONS,
+            ],
+            env=clean_env(**auth),
+        )
         # The GCS address `ray start` prints for joining: the value RAY_ADDRESS takes.
         printed_address = re.search(r"ray start --address='([^']+)'", head.stdout + head.stderr)
         handle.address = printed_address.group(1) if printed_address else f"127.0.0.1:{port}"
@@ -253,11 +301,21 @@ def cluster():
         # 3. The worker node, from an environment without the course, outside the repository.
         handle.worker_python = make_worker_python(root)
         handle.worker_env = clean_env(**auth)
-        handle.start_node(root / "worker", [
-            handle.worker_python, "-m", "ray.scripts.scripts", "start",
-            f"--address={handle.address}", "--node-ip-address=127.0.0.1",
-            f"--num-cpus={WORKER_CPUS}", f"--dashboard-agent-listen-port={free_port()}",
-            *NODE_OPTIONS], env=handle.worker_env)
+        handle.start_node(
+            root / "worker",
+            [
+                handle.worker_python,
+                "-m",
+                "ray.scripts.scripts",
+                "start",
+                f"--address={handle.address}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={WORKER_CPUS}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                *NODE_OPTIONS,
+            ],
+            env=handle.worker_env,
+        )
 
         handle.client_env = clean_env(**auth, RAY_ADDRESS=handle.address)
         if "PYTHONPATH" in os.environ:  # the driver may have it; only the worker node may not
@@ -265,10 +323,17 @@ def cluster():
         # A driver with a wrong token must be refused; Ray retries for about 20 s before
         # giving up, so this runs in the background while the other tests use the cluster.
         handle.wrong_token_probe = subprocess.Popen(
-            [sys.executable, "-c", WRONG_TOKEN_PROBE], cwd=root, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**clean_env(RAY_ADDRESS=handle.address), "RAY_AUTH_MODE": "token",
-                 "RAY_AUTH_TOKEN": "0" * 64})
+            [sys.executable, "-c", WRONG_TOKEN_PROBE],
+            cwd=root,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={
+                **clean_env(RAY_ADDRESS=handle.address),
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": "0" * 64,
+            },
+        )
         yield handle
     finally:
         if handle.wrong_token_probe is not None and handle.wrong_token_probe.poll() is None:
@@ -311,18 +376,27 @@ print("REPORT" + json.dumps(report))
 
 @pytest.mark.cluster
 def test_worker_environment_has_packages_but_not_the_course(cluster):
-    imports = cluster.run([cluster.worker_python, "-c", "import ray, torch"],
-                          env=cluster.worker_env, timeout=180, check=False)
+    imports = cluster.run(
+        [cluster.worker_python, "-c", "import ray, torch"],
+        env=cluster.worker_env,
+        timeout=180,
+        check=False,
+    )
     assert imports.returncode == 0, cluster.log[-1]
-    course = cluster.run([cluster.worker_python, "-c", "import utils"], env=cluster.worker_env,
-                         timeout=60, check=False)
+    course = cluster.run(
+        [cluster.worker_python, "-c", "import utils"],
+        env=cluster.worker_env,
+        timeout=60,
+        check=False,
+    )
     assert "No module named 'utils'" in course.stderr, cluster.log[-1]
 
 
 @pytest.mark.cluster
 def test_utils_reaches_the_worker_through_the_runtime_env(cluster):
-    done = cluster.run([sys.executable, "-c", textwrap.dedent(PROBE)], env=cluster.client_env,
-                       timeout=600)
+    done = cluster.run(
+        [sys.executable, "-c", textwrap.dedent(PROBE)], env=cluster.client_env, timeout=600
+    )
     report = json.loads(done.stdout.split("REPORT", 1)[1])
     bare, course = report["bare"], report["course"]
     cpus = {node["id"]: node["cpus"] for node in course["nodes"]}
@@ -343,15 +417,38 @@ def test_notebooks_run_on_the_cluster(cluster):
     missing = [n.name for n in notebooks if not n.is_file()]
     assert not missing, f"notebooks to run on the cluster are missing: {missing}"
     env = {**cluster.client_env, "COURSE_NUM_IMAGES": NOTEBOOK_IMAGES}
-    done = cluster.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider",
-                        f"--nbval-cell-timeout={CELL_TIMEOUT_S}", "-q", *notebooks],
-                       env=env, cwd=REPO, timeout=NOTEBOOKS_TIMEOUT_S, check=False)
+    done = cluster.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "-p",
+            "no:cacheprovider",
+            f"--nbval-cell-timeout={CELL_TIMEOUT_S}",
+            "-q",
+            *notebooks,
+        ],
+        env=env,
+        cwd=REPO,
+        timeout=NOTEBOOKS_TIMEOUT_S,
+        check=False,
+    )
     assert done.returncode == 0, "nbval on the cluster failed:\n" + cluster.log[-1]
     # Each notebook's kernel joined this cluster as a driver (a job), not a Ray of its own.
-    count = cluster.run([sys.executable, "-c", (
-        "import logging, ray; ray.init(logging_level=logging.ERROR); "
-        "print('KERNELS', sum('ipykernel' in (job.get('Entrypoint') or '') "
-        "for job in ray._private.state.jobs()))")], env=cluster.client_env, timeout=300)
+    count = cluster.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import logging, ray; ray.init(logging_level=logging.ERROR); "
+                "print('KERNELS', sum('ipykernel' in (job.get('Entrypoint') or '') "
+                "for job in ray._private.state.jobs()))"
+            ),
+        ],
+        env=cluster.client_env,
+        timeout=300,
+    )
     kernels = int(count.stdout.split("KERNELS", 1)[1])
     assert kernels >= len(notebooks), f"only {kernels} notebook kernel(s) joined the cluster"
 

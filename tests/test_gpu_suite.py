@@ -14,8 +14,9 @@ import pytest
 import torch
 from helpers import photo
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA GPU visible to torch")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU visible to torch"
+)
 
 
 def test_the_gpu_is_picked_automatically(monkeypatch):

@@ -16,11 +16,14 @@ def test_rgb_is_returned_unchanged():
     assert convert_image_to_rgb(image) is image
 
 
-@pytest.mark.parametrize("mode, value, expected", [
-    ("L", 128, (128, 128, 128)),
-    ("1", 1, (255, 255, 255)),
-    ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
-])
+@pytest.mark.parametrize(
+    "mode, value, expected",
+    [
+        ("L", 128, (128, 128, 128)),
+        ("1", 1, (255, 255, 255)),
+        ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
+    ],
+)
 def test_plain_modes(mode, value, expected):
     result = rgb_pixel(Image.new(mode, (4, 4), value))
     assert result == expected
@@ -79,7 +82,8 @@ def test_works_as_a_datasets_map_function():
     dataset = datasets.Dataset.from_dict(
         {"image": [Image.new("L", (3, 3), 7)], "image_id": ["a"]},
         features=datasets.Features(
-            {"image": datasets.Image(), "image_id": datasets.Value("string")}),
+            {"image": datasets.Image(), "image_id": datasets.Value("string")}
+        ),
     )
     mapped = dataset.map(convert_image_to_rgb)
     assert mapped[0]["image"].mode == "RGB" and mapped[0]["image_id"] == "a"

@@ -7,7 +7,11 @@ def test_150_labels_in_hub_order():
     id2label, label2id = get_labels()
     assert len(id2label) == 150
     assert (id2label[0], id2label[1], id2label[2], id2label[149]) == (
-        "wall", "building", "sky", "flag")
+        "wall",
+        "building",
+        "sky",
+        "flag",
+    )
     assert all(label2id[name] == index for index, name in id2label.items())
 
 

@@ -84,14 +84,17 @@ def test_decoding_gives_back_the_ids_and_a_dtype_that_holds_them():
     assert sixteen.dtype == np.uint16 and sixteen.tolist() == [[1, 300, 65535]]
 
 
-@pytest.mark.parametrize(("mask", "problem"), [
-    (np.zeros((2, 2, 3), np.uint8), r"shape \(height, width\), not \(2, 2, 3\)"),
-    (np.zeros((0, 4), np.uint8), r"empty mask \(shape \(0, 4\)\)"),
-    (np.zeros((2, 2), np.float32), "integer class ids, not float32"),
-    (np.zeros((2, 2), bool), "integer class ids, not bool"),
-    (np.array([[0, 70_000]]), r"0\.\.65535 .* holds 0\.\.70000"),
-    (np.array([[-1, 3]]), r"0\.\.65535 .* holds -1\.\.3"),
-])
+@pytest.mark.parametrize(
+    ("mask", "problem"),
+    [
+        (np.zeros((2, 2, 3), np.uint8), r"shape \(height, width\), not \(2, 2, 3\)"),
+        (np.zeros((0, 4), np.uint8), r"empty mask \(shape \(0, 4\)\)"),
+        (np.zeros((2, 2), np.float32), "integer class ids, not float32"),
+        (np.zeros((2, 2), bool), "integer class ids, not bool"),
+        (np.array([[0, 70_000]]), r"0\.\.65535 .* holds 0\.\.70000"),
+        (np.array([[-1, 3]]), r"0\.\.65535 .* holds -1\.\.3"),
+    ],
+)
 def test_what_png_cannot_hold_is_refused_by_name(mask, problem):
     with pytest.raises(ValueError, match=problem):
         encode_mask(mask)
@@ -188,10 +191,14 @@ def test_malformed_rows_are_reported_with_their_image(tmp_path):
     pixel = png(np.zeros((1, 1), np.uint8))
     cases = {
         "not_png": ({"image_id": ["x"], "mask": [b"12345"]}, r"image 'x' .*not an image file"),
-        "no_mask": ({"image_id": ["y"], "mask": pa.array([None], pa.binary())},
-                    r"image 'y' .* has no mask"),
-        "no_id": ({"image_id": pa.array([None], pa.string()), "mask": [pixel]},
-                  r"no_id\.parquet has a row without an image_id"),
+        "no_mask": (
+            {"image_id": ["y"], "mask": pa.array([None], pa.binary())},
+            r"image 'y' .* has no mask",
+        ),
+        "no_id": (
+            {"image_id": pa.array([None], pa.string()), "mask": [pixel]},
+            r"no_id\.parquet has a row without an image_id",
+        ),
     }
     for name, (columns, problem) in cases.items():
         pq.write_table(pa.table(columns), tmp_path / f"{name}.parquet")

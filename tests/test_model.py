@@ -4,6 +4,7 @@ import torch
 from utils import OFFLINE_BANNER, is_offline_model, load_model, offline_model
 from utils import model as model_module
 from utils.config import CourseConfig
+from utils.hub import SourceUnavailableError
 
 
 def test_offline_model_is_segformer_b0_for_ade20k(model):
@@ -21,12 +22,26 @@ def test_same_seed_same_weights_in_every_process():
     assert not torch.equal(first.decode_head.classifier.weight, other.decode_head.classifier.weight)
 
 
-def test_offline_fallback_announces_itself(capsys):
-    config = CourseConfig(hub_offline=True, model="some-org/not-cached-model")
-    model, processor = load_model(config, device="cpu")
+@pytest.fixture
+def empty_hub_cache(monkeypatch, tmp_path):
+    """No model in the Hugging Face cache, whatever this machine's cache holds."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+
+def test_offline_fallback_announces_itself(capsys, empty_hub_cache):
+    model, processor = load_model(CourseConfig(hub_offline=True), device="cpu")
     out = capsys.readouterr().out
     assert OFFLINE_BANNER in out and "HF_HUB_OFFLINE" in out
     assert is_offline_model(model) and processor.size == {"height": 512, "width": 512}
+
+
+def test_a_named_model_never_falls_back(capsys, empty_hub_cache):
+    config = CourseConfig(hub_offline=True, model="some-org/not-cached-model")
+    with pytest.raises(SourceUnavailableError, match="HF_HUB_OFFLINE=1 is set, and some-org"):
+        load_model(config, device="cpu")
+    assert OFFLINE_BANNER not in capsys.readouterr().out
 
 
 def test_local_directory_loads_safetensors(tmp_path, model, image_processor):
@@ -46,14 +61,16 @@ def test_hub_path_asks_for_safetensors_without_remote_code(monkeypatch):
         raise OSError("network call reached")
 
     monkeypatch.setattr(model_module, "hub_unavailable_reason", lambda config: None)
-    monkeypatch.setattr(model_module.SegformerForSemanticSegmentation, "from_pretrained",
-                        fake_from_pretrained)
-    with pytest.raises(OSError, match="network call reached"):
-        load_model(CourseConfig(model="nvidia/segformer-b0-finetuned-ade-512-512"), device="cpu")
-    name, kwargs = calls[0]
-    assert name == "nvidia/segformer-b0-finetuned-ade-512-512"
+    monkeypatch.setattr(model_module, "hub_file_unavailable_reason", lambda config, *_: None)
+    monkeypatch.setattr(
+        model_module.SegformerForSemanticSegmentation, "from_pretrained", fake_from_pretrained
+    )
+    with pytest.raises(SourceUnavailableError, match="network call reached"):
+        load_model(CourseConfig(model="some-org/segformer"), device="cpu")
+    (name, kwargs), (_, cached) = calls  # from the hub, then from the local cache
+    assert name == "some-org/segformer"
     assert kwargs["use_safetensors"] is True and kwargs["trust_remote_code"] is False
-    assert kwargs["local_files_only"] is False
+    assert kwargs["local_files_only"] is False and cached["local_files_only"] is True
 
 
 def test_cuda_request_without_cuda_is_an_error(monkeypatch):

@@ -33,8 +33,9 @@ def test_upsample_argmax_is_exact(channels_last, size):
     logits = torch.randn(1, 150, 32, 32, generator=generator) * 3
     if channels_last:
         logits = logits.contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(upsample_argmax(logits[0], size), reference(logits[0], size),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        upsample_argmax(logits[0], size), reference(logits[0], size), rtol=0, atol=0
+    )
 
 
 def test_upsample_argmax_peaky_logits_keep_few_classes():
@@ -140,7 +141,7 @@ def tricky_logits(kind, classes, h, w, seed):
         return (logits * 2).round()
     if kind == "duplicated":  # whole classes tied with a later twin
         twins = torch.randint(0, classes, (classes // 3,), generator=generator)
-        logits[classes - twins.numel():] = logits[twins]
+        logits[classes - twins.numel() :] = logits[twins]
         return logits
     if kind == "close":  # a few classes within float rounding of each other
         leader = logits[:1] * 0.1 + 5
@@ -152,30 +153,40 @@ def tricky_logits(kind, classes, h, w, seed):
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["planar", "channels_last"])
 @pytest.mark.parametrize("kind", ["quantised", "duplicated", "close", "plain"])
-@pytest.mark.parametrize(("classes", "grid", "size"), [
-    (150, (32, 29), (300, 451)),  # upsampling by odd factors
-    (150, (24, 24), (50, 70)),  # small output: torch's channels-last kernel for both layouts
-    (45, (20, 33), (13, 9)),  # downsampling
-    (21, (9, 40), (1, 123)),  # a single row
-    (13, (16, 12), (400, 1)),  # a single column, from 16 rows (torch's index unsure: plain path)
-    (150, (17, 19), (17, 19)),  # same size: torch copies
-])
-def test_upsample_argmax_is_exact_on_ties_and_near_ties(channels_last, kind, classes, grid, size,
-                                                        monkeypatch):
+@pytest.mark.parametrize(
+    ("classes", "grid", "size"),
+    [
+        (150, (32, 29), (300, 451)),  # upsampling by odd factors
+        (150, (24, 24), (50, 70)),  # small output: torch's channels-last kernel for both layouts
+        (45, (20, 33), (13, 9)),  # downsampling
+        (21, (9, 40), (1, 123)),  # a single row
+        (
+            13,
+            (16, 12),
+            (400, 1),
+        ),  # a single column, from 16 rows (torch's index unsure: plain path)
+        (150, (17, 19), (17, 19)),  # same size: torch copies
+    ],
+)
+def test_upsample_argmax_is_exact_on_ties_and_near_ties(
+    channels_last, kind, classes, grid, size, monkeypatch
+):
     monkeypatch.setattr(importlib.import_module("utils._upsample"), "_PLAIN_UP_TO", 0)  # fast path
     logits = tricky_logits(kind, classes, *grid, seed=classes + size[0])
     if channels_last:
         logits = logits[None].contiguous(memory_format=torch.channels_last)[0]
-    torch.testing.assert_close(upsample_argmax(logits, size), reference(logits, size),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        upsample_argmax(logits, size), reference(logits, size), rtol=0, atol=0
+    )
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_upsample_argmax_takes_the_plain_path_for_non_finite_scores(bad):
     logits = torch.randn(20, 8, 8, generator=torch.Generator().manual_seed(3))
     logits[4, 2, 3] = bad
-    torch.testing.assert_close(upsample_argmax(logits, (30, 30)), reference(logits, (30, 30)),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        upsample_argmax(logits, (30, 30)), reference(logits, (30, 30)), rtol=0, atol=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +222,9 @@ def test_upsample_argmax_is_exact_on_model_logits(model_logits, size, monkeypatc
     for logits in model_logits:
         assert logits.stride(0) == 1  # channels-last, as on the CPU
         for layout in (logits, logits.contiguous()):
-            torch.testing.assert_close(upsample_argmax(layout, size), reference(layout, size),
-                                       rtol=0, atol=0)
+            torch.testing.assert_close(
+                upsample_argmax(layout, size), reference(layout, size), rtol=0, atol=0
+            )
     assert calls["_upsample_all"] == 0  # the fast path did all the work...
     if size[0] > 200:  # ...with exact passes for unsettled pixels at full size
         assert calls["_exact"] > 2 * len(model_logits)

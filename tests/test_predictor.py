@@ -29,8 +29,11 @@ from utils.predictor import (
 
 def tiny_model(num_labels: int = 5, seed: int = 0) -> SegformerForSemanticSegmentation:
     config = SegformerConfig(
-        num_labels=num_labels, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32],
-        num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16,
+        num_labels=num_labels,
+        depths=[1, 1, 1, 1],
+        hidden_sizes=[8, 16, 24, 32],
+        num_attention_heads=[1, 1, 1, 1],
+        decoder_hidden_size=16,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -201,10 +204,17 @@ def test_actor_pool_predicts_from_the_checkpoint(saved, tmp_path, one_torch_thre
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         rows = [{"image_id": i, "image": png_bytes(im)} for i, im in zip(ids, images)]
-        out = ray.data.from_items(rows).map_batches(
-            FromCheckpoint, fn_constructor_args=(checkpoint,), batch_size=2,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=1,
-        ).take_all()
+        out = (
+            ray.data.from_items(rows)
+            .map_batches(
+                FromCheckpoint,
+                fn_constructor_args=(checkpoint,),
+                batch_size=2,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+                num_cpus=1,
+            )
+            .take_all()
+        )
     finally:
         ray.shutdown()
     want = dict(zip(ids, predict(model, processor, images)))

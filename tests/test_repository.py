@@ -23,7 +23,8 @@ def test_requirements_and_conda_environment_pin_the_same_versions():
 
 def test_key_packages_are_pinned():
     assert {"ray", "torch", "transformers", "datasets", "nbval", "pytest"} <= set(
-        read_pins(ROOT / "requirements.txt"))
+        read_pins(ROOT / "requirements.txt")
+    )
     assert "ray[data]==" in (ROOT / "requirements.txt").read_text()
 
 
@@ -42,7 +43,8 @@ def test_notebooks_are_stored_without_outputs(path):
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
             assert not cell["outputs"] and cell["execution_count"] is None, (
-                f"{path.name}: strip outputs before committing")
+                f"{path.name}: strip outputs before committing"
+            )
 
 
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
@@ -54,25 +56,33 @@ def test_notebooks_that_use_ray_end_by_shutting_it_down(path):
         return
     last_use = max(i for i, source in enumerate(code) if re.search(r"\bray\.\w", source))
     assert "ray.shutdown()" in code[last_use], (
-        f"{path.name}: shut Ray down (ray.shutdown()) once the notebook is done with it")
+        f"{path.name}: shut Ray down (ray.shutdown()) once the notebook is done with it"
+    )
 
 
-def test_code_and_notebooks_are_ruff_clean():
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=" ".join)
+def test_code_and_notebooks_are_ruff_clean(command):
+    """`ruff check` and `ruff format --check` pass on the whole tree, notebooks included."""
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    result = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([ruff, *command, "."], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_diagrams_are_the_bytes_the_script_draws(tmp_path):
     """The script promises identical bytes on every run: regenerated files equal the committed."""
-    subprocess.run([sys.executable, str(ROOT / "assets" / "make_diagrams.py"), "--out",
-                    str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "assets" / "make_diagrams.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     made = {p.name: p.read_bytes() for p in tmp_path.glob("*.png")}
     committed = {p.name: p.read_bytes() for p in (ROOT / "assets" / "diagrams").glob("*.png")}
     assert sorted(made) == sorted(committed) and len(made) >= 6
     differ = sorted(name for name in made if made[name] != committed[name])
-    assert not differ, (f"{differ} differ from what assets/make_diagrams.py draws: "
-                        "run `make diagrams` and commit the result")
+    assert not differ, (
+        f"{differ} differ from what assets/make_diagrams.py draws: "
+        "run `make diagrams` and commit the result"
+    )
 
 
 def test_a_deprecated_call_made_by_the_course_fails_the_tests():

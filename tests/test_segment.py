@@ -60,22 +60,27 @@ EXPECTED_NOTES = {
 def make_corpus(folder: Path) -> dict[str, Image.Image]:
     """Good, odd and broken files under `folder`; returns the good ones as displayed (RGB)."""
     good = {
-        "photo one.jpg": photo(40, 30, 1),                      # a space in the name
-        "données/été.png": photo(33, 47, 2),                    # non-ASCII folder and name
+        "photo one.jpg": photo(40, 30, 1),  # a space in the name
+        "données/été.png": photo(33, 47, 2),  # non-ASCII folder and name
         "nested/deeper/plain.png": photo(24, 24, 3),
     }
     for name, image in good.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(encoded(image, "PNG" if name.endswith(".png") else "JPEG",
-                                            **({} if name.endswith(".png") else
-                                               {"quality": 95})))
+        (folder / name).write_bytes(
+            encoded(
+                image,
+                "PNG" if name.endswith(".png") else "JPEG",
+                **({} if name.endswith(".png") else {"quality": 95}),
+            )
+        )
     shown = {name: Image.open(folder / name).convert("RGB") for name in good}
 
     odd = folder / "odd"
     odd.mkdir()
     base = photo(40, 24, 4)
-    (odd / "gray16.png").write_bytes(encoded(
-        Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257), "PNG"))
+    (odd / "gray16.png").write_bytes(
+        encoded(Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257), "PNG")
+    )
     (odd / "cmyk.jpg").write_bytes(encoded(base.convert("CMYK"), "JPEG"))
     palette = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     (odd / "palette_transparent.png").write_bytes(encoded(palette, "PNG", transparency=0))
@@ -83,10 +88,16 @@ def make_corpus(folder: Path) -> dict[str, Image.Image]:
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     (odd / "rotated.jpg").write_bytes(encoded(base, "JPEG", exif=exif.tobytes()))
     frames = [photo(32, 20, seed) for seed in (5, 6, 7)]
-    (odd / "animated.gif").write_bytes(encoded(frames[0], "GIF", save_all=True,
-                                               append_images=frames[1:], duration=100))
-    for name in ("gray16.png", "cmyk.jpg", "palette_transparent.png", "rotated.jpg",
-                 "animated.gif"):
+    (odd / "animated.gif").write_bytes(
+        encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    )
+    for name in (
+        "gray16.png",
+        "cmyk.jpg",
+        "palette_transparent.png",
+        "rotated.jpg",
+        "animated.gif",
+    ):
         shown[f"odd/{name}"] = inspect_image(odd / name).image
     # A name that is not valid UTF-8 (a Latin-1 "é", as old cameras and zip files write it).
     latin1 = odd / os.fsdecode(b"caf\xe9 latin1.png")
@@ -99,8 +110,9 @@ def make_corpus(folder: Path) -> dict[str, Image.Image]:
     (broken / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     rng = np.random.default_rng(0)
     scan = jpeg.index(b"\xff\xda") + 20  # headers intact, entropy-coded data replaced
-    (broken / "corrupt.jpg").write_bytes(jpeg[:scan] + rng.integers(0, 256, 2000, np.uint8)
-                                         .tobytes())
+    (broken / "corrupt.jpg").write_bytes(
+        jpeg[:scan] + rng.integers(0, 256, 2000, np.uint8).tobytes()
+    )
     (broken / "truncated.png").write_bytes(png[: len(png) // 2])
     corrupt_png = bytearray(png)
     corrupt_png[200:260] = bytes(60)
@@ -114,16 +126,28 @@ def make_corpus(folder: Path) -> dict[str, Image.Image]:
     return shown
 
 
-def run_job(source: Path, out: Path, *extra: str, env: dict | None = None,
-            timeout: float = 240) -> subprocess.CompletedProcess:
+def run_job(
+    source: Path, out: Path, *extra: str, env: dict | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "utils.segment", str(source), "--out", str(out), *extra],
-        cwd=REPO, env=job_env(env), capture_output=True, text=True, timeout=timeout)
+        cwd=REPO,
+        env=job_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def job_env(extra: dict | None = None) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": SECRET, "PYTHONUNBUFFERED": "1",
-           "RAY_ADDRESS": "", **(extra or {})}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_TOKEN": SECRET,
+        "PYTHONUNBUFFERED": "1",
+        "RAY_ADDRESS": "",
+        **(extra or {}),
+    }
     env.pop("RAY_ADDRESS")  # always a fresh local Ray instance
     return env
 
@@ -140,8 +164,9 @@ def assert_complete(source: Path, out: Path) -> pd.DataFrame:
     assert index["image_id"].is_unique
     ok = index[index["status"] == "ok"]
     assert set(index["status"]) <= {"ok", "rejected"}
-    masks = sorted(printable_id(p.relative_to(out).as_posix())
-                   for p in (out / "masks").rglob("*.png"))
+    masks = sorted(
+        printable_id(p.relative_to(out).as_posix()) for p in (out / "masks").rglob("*.png")
+    )
     assert masks == sorted(ok["mask_path"]), "masks on disk differ from the index's ok rows"
     for row in ok.itertuples():
         mask = read_mask(out / row.mask_path)
@@ -198,8 +223,12 @@ def test_a_rerun_skips_what_still_stands_and_retries_access_problems(tmp_path):
     (out / "masks").mkdir(parents=True)
     (out / "masks" / "a.png").write_bytes(b"mask")
     size, mtime = sio.file_signature(image_file)
-    ok = {"status": "ok", "mask_path": "masks/a.png", "source_bytes": size,
-          "source_mtime_ns": mtime}
+    ok = {
+        "status": "ok",
+        "mask_path": "masks/a.png",
+        "source_bytes": size,
+        "source_mtime_ns": mtime,
+    }
     assert is_done(ok, image_file, out)
     assert not is_done({**ok, "mask_path": "masks/gone.png"}, image_file, out)
     # The reasons as the read stage words them: a rejection for content stands, one for
@@ -211,8 +240,9 @@ def test_a_rerun_skips_what_still_stands_and_retries_access_problems(tmp_path):
     rejected = {**ok, "status": "rejected", "mask_path": None}
     assert is_done({**rejected, "reason": for_content}, image_file, out)
     assert not is_done({**rejected, "reason": for_access}, image_file, out)
-    assert not is_done({**rejected, "reason": "permission denied (the file is not readable)"},
-                       image_file, out)
+    assert not is_done(
+        {**rejected, "reason": "permission denied (the file is not readable)"}, image_file, out
+    )
     os.utime(image_file, ns=(mtime + 10**9, mtime + 10**9))  # the file changed since: redo it
     assert not is_done(ok, image_file, out)
     assert not is_done({**rejected, "reason": for_content}, image_file, out)
@@ -258,12 +288,15 @@ def test_unknown_model_exits_2(tmp_path, capsys, monkeypatch):
 
     # With the hub reachable, a model it does not have is an error too (never a stand-in).
     def not_found(*args, **kwargs):
-        raise OSError("nobody/no-such-model is not a local folder and is not a valid model "
-                      "identifier listed on the hub")
+        raise OSError(
+            "nobody/no-such-model is not a local folder and is not a valid model "
+            "identifier listed on the hub"
+        )
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr("utils.hub.hub_unavailable_reason", lambda config: None)
     monkeypatch.setattr("utils.model.hub_unavailable_reason", lambda config: None)
+    monkeypatch.setattr("utils.model.hub_file_unavailable_reason", lambda *args: None)
     monkeypatch.setattr("utils.model._from_pretrained", not_found)
     assert segment.main(argv) == 2
     assert "unknown model" in capsys.readouterr().err
@@ -283,12 +316,31 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
     n_inputs = len(shown) + len(EXPECTED_REJECTIONS)
     marker = f"kill-test-{os.getpid()}-{time.time_ns()}"
     env = job_env({"COURSE_SEGMENT_DELAY_S": "1", "COURSE_SEGMENT_TEST_MARKER": marker})
-    command = [sys.executable, "-m", "utils.segment", str(source), "--out", str(out),
-               "--batch-size", "1", "--actors", "1", "--preview", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "utils.segment",
+        str(source),
+        "--out",
+        str(out),
+        "--batch-size",
+        "1",
+        "--actors",
+        "1",
+        "--preview",
+        "2",
+    ]
 
     # 1. Ctrl-C once two masks are on disk.
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_in_a_terminal)
+    first = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
+    )
     try:
         wait_for(lambda: count_masks(out) >= 2, 180, "the first masks", first)
         first.send_signal(signal.SIGINT)  # what Ctrl-C does
@@ -311,8 +363,9 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
 
     # 2. Resume; kill the model actor once the resumed run has written a mask. Ray restarts
     # the actor and retries its batch, and this run must still end complete.
-    resumed = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    resumed = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for(lambda: count_masks(out) > len(interrupted), 180, "a resumed mask", resumed)
         pids = model_actor_pids(marker)
@@ -324,11 +377,12 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
             resumed.kill()
     assert resumed.returncode == 0, stdout + stderr
     wait_for(lambda: not model_actor_pids(marker), 60, "the job's Ray workers to exit")
-    assert f"resuming: {len(already)} files already done, {n_inputs - len(already)} to go" \
-        in stdout
+    assert f"resuming: {len(already)} files already done, {n_inputs - len(already)} to go" in stdout
     index = assert_complete(source, out)
-    assert f"Summary: {n_inputs} inputs = {len(shown)} written + " \
-           f"{len(EXPECTED_REJECTIONS)} rejected" in stdout
+    assert (
+        f"Summary: {n_inputs} inputs = {len(shown)} written + "
+        f"{len(EXPECTED_REJECTIONS)} rejected" in stdout
+    )
 
     rows = index.set_index("image_id")
     for image_id, fragment in EXPECTED_REJECTIONS.items():
@@ -349,8 +403,7 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
     finally:
         torch.set_num_threads(threads)
     for image_id, mask in zip(shown, expected):
-        assert np.array_equal(read_mask(out / rows.loc[image_id, "mask_path"]), mask), \
-            image_id
+        assert np.array_equal(read_mask(out / rows.loc[image_id, "mask_path"]), mask), image_id
     assert rows.loc["odd/rotated.jpg", "height"] == 40  # rotated: as displayed
     assert len(list((out / "previews").rglob("*.jpg"))) == 2
     assert all(len(t) >= 1 for t in rows[rows.status == "ok"]["top_classes"])
@@ -375,8 +428,9 @@ def wait_for(condition, timeout: float, what: str, job: subprocess.Popen | None 
     while not condition():
         if job is not None and job.poll() is not None:
             stdout, stderr = job.communicate()
-            raise AssertionError(f"the job exited ({job.returncode}) before {what}:\n"
-                                 f"{stdout}\n{stderr}")
+            raise AssertionError(
+                f"the job exited ({job.returncode}) before {what}:\n{stdout}\n{stderr}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
@@ -402,8 +456,10 @@ def model_actor_pids(marker: str) -> list[int]:
     pids = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if "Segmenter" in " ".join(process.info["cmdline"] or []) and \
-                    process.environ().get("COURSE_SEGMENT_TEST_MARKER") == marker:
+            if (
+                "Segmenter" in " ".join(process.info["cmdline"] or [])
+                and process.environ().get("COURSE_SEGMENT_TEST_MARKER") == marker
+            ):
                 pids.append(process.info["pid"])
         except (psutil.Error, OSError):
             continue

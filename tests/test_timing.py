@@ -1,9 +1,9 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import pytest  # noqa: E402
+import pytest
 
-from utils.timing import Span, Stopwatch, plot_timeline, results_table, timed  # noqa: E402
+from utils.timing import Span, Stopwatch, plot_timeline, results_table, timed
 
 
 def test_stopwatch_measures_elapsed_time():
@@ -19,10 +19,13 @@ def test_timed_records_where_and_how_many():
 
 
 def test_results_table_computes_rates_and_ratios():
-    table = results_table([
-        {"approach": "sequential", "images": 10, "seconds": 5.0},
-        {"approach": "actors", "images": 10, "seconds": 2.5},
-    ], baseline="sequential")
+    table = results_table(
+        [
+            {"approach": "sequential", "images": 10, "seconds": 5.0},
+            {"approach": "actors", "images": 10, "seconds": 2.5},
+        ],
+        baseline="sequential",
+    )
     assert table["images/s"].tolist() == [2.0, 4.0]
     assert table["vs sequential"].tolist() == [1.0, 2.0]
     with pytest.raises(ValueError, match="baseline"):

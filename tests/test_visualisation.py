@@ -1,14 +1,14 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
-from utils import ade20k_palette, display_example_images, visualize_predictions  # noqa: E402
-from utils.config import CourseConfig  # noqa: E402
-from utils.data import load_test_images  # noqa: E402
-from utils.visualisation import colorize, overlay  # noqa: E402
+from utils import ade20k_palette, display_example_images, visualize_predictions
+from utils.config import CourseConfig
+from utils.data import load_test_images
+from utils.visualisation import colorize, overlay
 
 
 def test_class_k_is_painted_in_the_colour_of_class_k():

@@ -13,8 +13,11 @@ from utils.tools import workshop_check as wc
 
 @pytest.fixture
 def context(tmp_path):
-    return wc.Context(config=CourseConfig(cache_dir=tmp_path / "cache", num_images=3),
-                      requirements=tmp_path / "requirements.txt", notebooks_dir=tmp_path)
+    return wc.Context(
+        config=CourseConfig(cache_dir=tmp_path / "cache", num_images=3),
+        requirements=tmp_path / "requirements.txt",
+        notebooks_dir=tmp_path,
+    )
 
 
 def test_read_pins_keeps_name_version_pairs_only(tmp_path):

@@ -55,8 +55,11 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     pixel_window = rows[:, None] * w + cols
     group = rows[:, None] % 2 * 2 + cols % 2
     upsampled = _exact(logits, table, size, boundary, tail=False).unflatten(0, (4, _SLOTS))
-    best, slot = upsampled.permute(2, 3, 0, 1).gather(
-        2, torch.from_numpy(group)[..., None, None].expand(*size, 1, _SLOTS))[:, :, 0].max(2)
+    best, slot = (
+        upsampled.permute(2, 3, 0, 1)
+        .gather(2, torch.from_numpy(group)[..., None, None].expand(*size, 1, _SLOTS))[:, :, 0]
+        .max(2)
+    )
     best, slot = best.numpy(), slot.numpy()
     out_values = table.reshape(-1)[pixel_window * _SLOTS + slot]
     out = torch.from_numpy(out_values)  # shares memory with `out_values`
@@ -96,14 +99,23 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
         ty, tx = ys[todo], xs[todo]
         channel = group[ty, tx, None] * _SLOTS + np.arange(_SLOTS)
         if tail:
-            channel = np.concatenate([channel, np.broadcast_to(
-                4 * _SLOTS + np.arange(classes - boundary), (todo.size, classes - boundary))], 1)
-        values = upsampled[torch.from_numpy(channel), torch.from_numpy(ty[:, None]),
-                           torch.from_numpy(tx[:, None])].numpy()
+            channel = np.concatenate(
+                [
+                    channel,
+                    np.broadcast_to(
+                        4 * _SLOTS + np.arange(classes - boundary), (todo.size, classes - boundary)
+                    ),
+                ],
+                1,
+            )
+        values = upsampled[
+            torch.from_numpy(channel), torch.from_numpy(ty[:, None]), torch.from_numpy(tx[:, None])
+        ].numpy()
         slot = values.argmax(1)  # the first best: the lowest class, slots before the tail
         value = values[np.arange(todo.size), slot]
-        new = np.where(slot < _SLOTS, table[at[todo], np.minimum(slot, _SLOTS - 1)],
-                       slot - _SLOTS + boundary)
+        new = np.where(
+            slot < _SLOTS, table[at[todo], np.minimum(slot, _SLOTS - 1)], slot - _SLOTS + boundary
+        )
         old_value, old = best[todo], out_values[ty, tx]
         better = (value > old_value) | ((value == old_value) & (new < old))
         best[todo] = np.where(better, value, old_value)
@@ -112,8 +124,9 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
         pair, pair_cls, estimate = pair[~done], pair_cls[~done], estimate[~done]
 
 
-def _finish_plain(out: torch.Tensor, logits: torch.Tensor, size: tuple[int, int],
-                  ys: np.ndarray, xs: np.ndarray) -> torch.Tensor:
+def _finish_plain(
+    out: torch.Tensor, logits: torch.Tensor, size: tuple[int, int], ys: np.ndarray, xs: np.ndarray
+) -> torch.Tensor:
     """`out` with pixels (ys, xs) taken from the plain path."""
     if ys.size:
         ys, xs = torch.from_numpy(ys), torch.from_numpy(xs)
@@ -177,8 +190,9 @@ def _weight_error(n_in: int) -> float:
     return 2.0 ** (int(np.ceil(np.log2(max(n_in, 2)))) - 22)
 
 
-def _contenders(logits: torch.Tensor, margin: float,
-                boundary: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _contenders(
+    logits: torch.Tensor, margin: float, boundary: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The classes that may win in each window, as lists sorted by window: window, class,
     maximum over the window, and whether it is one of the window's `_SLOTS` likeliest
     classes before the SIMD tail (`boundary`), for the first exact pass."""
@@ -235,8 +249,9 @@ def _table(windows: int, window: np.ndarray, cls: np.ndarray) -> np.ndarray:
     return table
 
 
-def _exact(logits: torch.Tensor, table: np.ndarray, size: tuple[int, int], boundary: int,
-           tail: bool) -> torch.Tensor:
+def _exact(
+    logits: torch.Tensor, table: np.ndarray, size: tuple[int, int], boundary: int, tail: bool
+) -> torch.Tensor:
     """torch's upsampled values of each window's `table` classes: 4 groups of `_SLOTS`
     channels (group 2 * (row % 2) + column % 2 of the window), then, with `tail`, the
     classes from `boundary` on.
@@ -247,11 +262,14 @@ def _exact(logits: torch.Tensor, table: np.ndarray, size: tuple[int, int], bound
     kernel in whole SIMD vectors, the scalar tail kept as it is (`_simd_lanes`).
     """
     h, w = logits.shape[1:]
-    owner = [[np.maximum(np.arange(n) - (np.arange(n) - parity) % 2, 0) for parity in (0, 1)]
-             for n in (h, w)]
+    owner = [
+        [np.maximum(np.arange(n) - (np.arange(n) - parity) % 2, 0) for parity in (0, 1)]
+        for n in (h, w)
+    ]
     slots = table.reshape(h, w, _SLOTS)
-    index = np.concatenate([slots[owner[0][a]][:, owner[1][b]] for a in (0, 1) for b in (0, 1)],
-                           axis=2)
+    index = np.concatenate(
+        [slots[owner[0][a]][:, owner[1][b]] for a in (0, 1) for b in (0, 1)], axis=2
+    )
     by_point = logits.permute(1, 2, 0)
     channels = by_point.gather(2, torch.from_numpy(index))
     if tail:
@@ -268,12 +286,23 @@ def _corners(logits: torch.Tensor, cls: np.ndarray, i: np.ndarray, j: np.ndarray
     h, w = logits.shape[1:]
     data, (stride_c, stride_h, stride_w) = _storage(logits.detach()).numpy(), logits.stride()
     base = cls * stride_c
-    return np.stack([data[base + r * stride_h + c * stride_w]
-                     for r in (i, np.minimum(i + 1, h - 1)) for c in (j, np.minimum(j + 1, w - 1))])
+    return np.stack(
+        [
+            data[base + r * stride_h + c * stride_w]
+            for r in (i, np.minimum(i + 1, h - 1))
+            for c in (j, np.minimum(j + 1, w - 1))
+        ]
+    )
 
 
-def _bilinear(logits: torch.Tensor, cls: np.ndarray, i: np.ndarray, j: np.ndarray,
-              row_weight: np.ndarray, col_weight: np.ndarray) -> np.ndarray:
+def _bilinear(
+    logits: torch.Tensor,
+    cls: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    row_weight: np.ndarray,
+    col_weight: np.ndarray,
+) -> np.ndarray:
     """float64 bilinear values of classes `cls` in windows (i, j) at the given weights."""
     c00, c01, c10, c11 = _corners(logits, cls, i, j).astype(np.float64)
     top = c00 + (c01 - c00) * col_weight
@@ -301,14 +330,14 @@ def _simd_lanes() -> int | None:
     return None
 
 
-def _layout_matches(logits: torch.Tensor, full: torch.Tensor, picks: torch.Tensor,
-                    lanes: int) -> bool:
+def _layout_matches(
+    logits: torch.Tensor, full: torch.Tensor, picks: torch.Tensor, lanes: int
+) -> bool:
     boundary = logits.shape[0] - logits.shape[0] % lanes
     vector, tail = picks[picks < boundary], picks[picks >= boundary]
     if vector.numel() % lanes:
         vector = torch.cat([vector, vector[:1].expand(lanes - vector.numel() % lanes)])
     order = torch.cat([vector, tail])
     subset = logits[order][None].contiguous(memory_format=torch.channels_last)
-    upsampled = F.interpolate(subset, size=full.shape[1:], mode="bilinear",
-                              align_corners=False)[0]
+    upsampled = F.interpolate(subset, size=full.shape[1:], mode="bilinear", align_corners=False)[0]
     return all(torch.equal(upsampled[i], full[c]) for i, c in enumerate(order.tolist()))

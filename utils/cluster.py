@@ -19,8 +19,16 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # Settings the workers must see to load the same data and model as the driver. Every
 # COURSE_* variable is forwarded too; secrets such as HF_TOKEN never are (a runtime_env
 # is stored in the cluster and shown by the dashboard).
-FORWARDED_VARIABLES = ("COURSE_MODEL", "COURSE_SEED", "COURSE_DEVICE", "COURSE_HUB_TIMEOUT",
-                       "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT")
+FORWARDED_VARIABLES = (
+    "COURSE_MODEL",
+    "COURSE_SEED",
+    "COURSE_DEVICE",
+    "COURSE_HUB_TIMEOUT",
+    "HF_HUB_OFFLINE",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_ENDPOINT",
+)
 FORWARDED_PREFIX = "COURSE_"
 # Ray uploads the package as a zip; compiled files are rebuilt on the worker anyway.
 EXCLUDED_FROM_UPLOAD = ["__pycache__", "*.pyc"]
@@ -29,8 +37,11 @@ EXCLUDED_FROM_UPLOAD = ["__pycache__", "*.pyc"]
 def forwarded_env_vars(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The course settings of `environ` (default `os.environ`) that workers must share."""
     environ = dict(os.environ if environ is None else environ)
-    return {name: value for name, value in sorted(environ.items())
-            if name in FORWARDED_VARIABLES or name.startswith(FORWARDED_PREFIX)}
+    return {
+        name: value
+        for name, value in sorted(environ.items())
+        if name in FORWARDED_VARIABLES or name.startswith(FORWARDED_PREFIX)
+    }
 
 
 def course_runtime_env() -> dict[str, Any]:
@@ -40,8 +51,11 @@ def course_runtime_env() -> dict[str, Any]:
     the package to the cluster so `import utils` works there too. On a single machine
     it costs a second and changes nothing.
     """
-    return {"py_modules": [str(PACKAGE_DIR)], "excludes": list(EXCLUDED_FROM_UPLOAD),
-            "env_vars": forwarded_env_vars()}
+    return {
+        "py_modules": [str(PACKAGE_DIR)],
+        "excludes": list(EXCLUDED_FROM_UPLOAD),
+        "env_vars": forwarded_env_vars(),
+    }
 
 
 def _started_by_this_process() -> bool:
@@ -71,8 +85,10 @@ def describe_cluster() -> str:
     else:
         named = " named by RAY_ADDRESS" if named_cluster else ""
         where = f"connected to the Ray cluster at {address}{named}"
-    return (f"Ray {ray.__version__}, {where}: {len(nodes)} node(s), "
-            f"{resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s)")
+    return (
+        f"Ray {ray.__version__}, {where}: {len(nodes)} node(s), "
+        f"{resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s)"
+    )
 
 
 def gpus_per_worker(n_workers: int) -> float:

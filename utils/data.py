@@ -4,17 +4,21 @@
 images, decoded on access) and a stable, unique `image_id` column. Sources, in order:
 
 1. `COURSE_DATA_DIR`, when set: every readable image under it (searched recursively).
-2. The ADE20K (SceneParse150) test split: from the local copy `make prefetch` saved,
-   else from the hub's Parquet export.
-3. When the hub cannot be used: the photographs bundled in `assets/images/`,
-   topped up with deterministic variants (flips, crops, resizes) when more are asked for.
+2. The ADE20K (SceneParse150) test split: from the local copy `make prefetch` saved, else
+   from the first source that serves it (`ade20k_sources`): `COURSE_DATASET` on the hub, then
+   `COURSE_DATASET_FALLBACKS` (the original release archive, another hub copy), each image with
+   its original bytes.
+3. When none of them can (offline, no network, every source failing) and `COURSE_DATASET` is
+   the default: the photographs bundled in `assets/images/`, topped up with deterministic
+   variants (flips, crops, resizes) when more are asked for. A `COURSE_DATASET` you named
+   raises `SourceUnavailableError` instead.
 """
 
 from __future__ import annotations
 
 import io
-import itertools
 import os
+import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,17 +26,21 @@ import datasets
 import numpy as np
 from PIL import Image, ImageOps
 
-from .config import CourseConfig, get_config
-from .hub import hub_unavailable_reason
-from .images import inspect_image
+from ._ade20k import is_archive_url, read_archive_images, read_hub_images
+from .config import DEFAULT_DATASET, CourseConfig, get_config
+from .hub import SourceUnavailableError, hub_unavailable_reason, offline_reason, short_error
+from .images import IMAGE_SUFFIXES, inspect_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "images"
 FEATURES = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("string")})
 
 
 def load_test_images(n: int | None = None, config: CourseConfig | None = None) -> datasets.Dataset:
-    """Load `n` test images (default `COURSE_NUM_IMAGES`) and say where they came from."""
+    """Load `n` test images (default `COURSE_NUM_IMAGES`) and say where they came from.
+
+    Raises `SourceUnavailableError` when a `COURSE_DATASET` you named cannot be loaded; only
+    the default dataset falls back to the bundled photographs.
+    """
     config = config or get_config()
     n = config.num_images if n is None else n
     if n < 1:
@@ -43,15 +51,17 @@ def load_test_images(n: int | None = None, config: CourseConfig | None = None) -
     if (cached / "dataset_info.json").exists():
         saved = datasets.load_from_disk(str(cached))
         if len(saved) >= n:
-            print(f"Test images: {n} from the prefetched {config.dataset} test split in {cached}")
+            origin = saved.info.description or f"the {config.dataset} test split"
+            print(f"Test images: {n} prefetched in {cached}, from {origin}")
             return saved.select(range(n))
-    reason = hub_unavailable_reason(config)
-    if reason is None:
-        try:
-            return load_ade20k_test_split(config.dataset, n)
-        except Exception as error:  # noqa: BLE001 - any hub failure falls back, and says why
-            reason = f"loading {config.dataset} failed: {type(error).__name__}: {error}"
-    print(f"Test images: {reason}; using the bundled sample photographs instead.")
+    try:
+        return load_ade20k_test_split(n, config)
+    except SourceUnavailableError as error:
+        if config.dataset != DEFAULT_DATASET:
+            raise SourceUnavailableError(
+                f"COURSE_DATASET={config.dataset} cannot be loaded: {error}"
+            ) from None
+        print(f"Test images: {error}; using the bundled sample photographs instead.")
     return load_bundled_images(n)
 
 
@@ -90,28 +100,73 @@ def load_image_folder(folder: Path | str, n: int | None = None) -> datasets.Data
     return datasets.Dataset.from_dict({"image": paths, "image_id": ids}, features=FEATURES)
 
 
-def load_ade20k_test_split(name: str, n: int) -> datasets.Dataset:
-    """The first `n` images of the test split of hub dataset `name`, from its Parquet export.
+def ade20k_sources(config: CourseConfig) -> tuple[str, ...]:
+    """The sources of the ADE20K test split, in the order they are tried.
 
-    `scene_parse_150` is a loading-script dataset, which `datasets` 4 and later refuse
-    to run. The hub publishes a Parquet copy of datasets on the `refs/convert/parquet`
-    revision; streaming those files reads only the first `n` rows, not all 3,352 images.
+    `COURSE_DATASET` first; when it is the default, `COURSE_DATASET_FALLBACKS` after it. A
+    dataset you named is the only source tried, so a problem with it is reported, not hidden.
     """
-    from huggingface_hub import HfFileSystem
+    if config.dataset != DEFAULT_DATASET:
+        return (config.dataset,)
+    return (config.dataset, *config.dataset_fallbacks)
 
-    pattern = f"datasets/{name}@refs%2Fconvert%2Fparquet/*/test/*.parquet"
-    files = sorted(HfFileSystem().glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no Parquet export of the test split found at hf://{pattern}")
-    stream = datasets.load_dataset(
-        "parquet", data_files=[f"hf://{f}" for f in files], split="train", streaming=True
-    )
-    rows = list(itertools.islice(stream, n))
-    print(f"Test images: {len(rows)} from the {name} test split (Parquet export)")
+
+def load_ade20k_test_split(n: int, config: CourseConfig | None = None) -> datasets.Dataset:
+    """The first `n` images of the ADE20K test split, byte for byte, from the first source
+    (`ade20k_sources`) that serves them; prints which one served and why earlier ones did not.
+
+    A source is a hub dataset id (`read_hub_images`) or the URL of a zip archive
+    (`read_archive_images`). The test split has no annotations; only the images are read. Raises
+    `SourceUnavailableError`, with every source's reason, when none serves (and at once when an
+    offline setting forbids the network).
+    """
+    config = config or get_config()
+    if n < 1:
+        raise ValueError(f"n must be at least 1, not {n}")
+    offline = offline_reason(config)
+    if offline is not None:
+        raise SourceUnavailableError(offline)
+    failures: list[str] = []
+    hub_reason: str | None = None
+    hub_checked = False
+    for source in ade20k_sources(config):
+        try:
+            if is_archive_url(source):
+                found, where = read_archive_images(source, n, config.hub_timeout_s)
+            else:
+                if not hub_checked:
+                    hub_reason, hub_checked = hub_unavailable_reason(config), True
+                if hub_reason is not None:
+                    if hub_reason not in failures:
+                        failures.append(hub_reason)
+                    continue
+                found, where = read_hub_images(source, n)
+            if not found:
+                raise FileNotFoundError(f"no images in {where}")
+        except Exception as error:  # noqa: BLE001 - any failure: say why, try the next source
+            failures.append(f"{source}: {short_error(error)}")
+            continue
+        if failures:
+            print(f"Test images: {'; '.join(failures)}")
+        return ade20k_dataset(found, where, n)
+    raise SourceUnavailableError("; ".join(failures))
+
+
+def ade20k_dataset(found: list[tuple[str | None, bytes]], where: str, n: int) -> datasets.Dataset:
+    """`(file name, original bytes)` pairs as a dataset in the course's layout, `where` recorded.
+
+    Ids are the file names when every image has a distinct one (`ADE_test_00000001.jpg`),
+    otherwise `test-00000`, `test-00001`, ...; the bytes are stored as they came.
+    """
+    names = [posixpath.basename(name or "") for name, _ in found]
+    if not all(names) or len(set(names)) != len(names):
+        names = [f"test-{i:05d}" for i in range(len(found))]
+    if len(found) < n:
+        print(f"Asked for {n} images; {where} has {len(found)}: using all of them.")
+    print(f"Test images: {len(found)} from {where}")
     return datasets.Dataset.from_dict(
-        {"image": [row["image"] for row in rows],
-         "image_id": [f"test-{i:05d}" for i in range(len(rows))]},
-        features=FEATURES,
+        {"image": [{"bytes": data, "path": None} for _, data in found], "image_id": names},
+        info=datasets.DatasetInfo(description=where, features=FEATURES),
     )
 
 
@@ -135,8 +190,10 @@ def load_bundled_images(n: int) -> datasets.Dataset:
         images.append({"bytes": png_bytes(image), "path": None})
         ids.append(f"{source.name}~{index}-{how}")  # the index keeps ids unique
     if n > len(paths):
-        print(f"Test images: {len(paths)} bundled photographs plus {n - len(paths)} "
-              f"deterministic variants (crops, resizes, flips) to reach {n}.")
+        print(
+            f"Test images: {len(paths)} bundled photographs plus {n - len(paths)} "
+            f"deterministic variants (crops, resizes, flips) to reach {n}."
+        )
     else:
         print(f"Test images: {n} bundled photographs")
     return datasets.Dataset.from_dict({"image": images, "image_id": ids}, features=FEATURES)
@@ -176,8 +233,10 @@ def get_image_indices(dataset: datasets.Dataset, n: int, seed: int | None = None
     The seed defaults to `COURSE_SEED`, so every notebook picks the same images.
     """
     if n < 1 or n > len(dataset):
-        raise ValueError(f"cannot pick {n} images from a dataset of {len(dataset)}; "
-                         f"choose 1 <= n <= {len(dataset)} (or raise COURSE_NUM_IMAGES)")
+        raise ValueError(
+            f"cannot pick {n} images from a dataset of {len(dataset)}; "
+            f"choose 1 <= n <= {len(dataset)} (or raise COURSE_NUM_IMAGES)"
+        )
     rng = np.random.default_rng(get_config().seed if seed is None else seed)
     return sorted(int(i) for i in rng.choice(len(dataset), size=n, replace=False))
 

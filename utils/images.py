@@ -15,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ORIENTATION = 0x0112  # the EXIF tag saying how a camera was held
 BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as most viewers do
+# Names that mark image files where a folder or archive may hold other files too.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MIN_SIDE = 16  # pixels; anything smaller has no scene to segment (a 1x1 "image" is a placeholder)
 
 
@@ -118,28 +120,42 @@ def inspect_image(path: Path | str) -> Inspection:
     except PermissionError:
         return Inspection(None, "permission denied (the file is not readable)", **signature)
     except Image.DecompressionBombError as error:
-        return Inspection(None, f"too large to decode safely, not decoded: {error} "
-                                "(Pillow's decompression-bomb limit)", **signature)
+        return Inspection(
+            None,
+            f"too large to decode safely, not decoded: {error} (Pillow's decompression-bomb limit)",
+            **signature,
+        )
     except UnidentifiedImageError:
-        return Inspection(None, "not an image (Pillow does not recognise the file format)",
-                          **signature)
+        return Inspection(
+            None, "not an image (Pillow does not recognise the file format)", **signature
+        )
     except Exception as error:  # noqa: BLE001 - every decoder failure is a rejection reason
-        return Inspection(None, f"corrupt or truncated image data ({type(error).__name__}: "
-                                f"{error})", **signature)
+        return Inspection(
+            None, f"corrupt or truncated image data ({type(error).__name__}: {error})", **signature
+        )
 
 
 def _inspect_open_image(image: Image.Image, signature: dict[str, int]) -> Inspection:
     width, height = image.size
     limit = Image.MAX_IMAGE_PIXELS
     if limit and width * height > limit:
-        return Inspection(None, f"too large to decode safely, not decoded: {width}x{height} = "
-                                f"{width * height:,} pixels, above Pillow's decompression-bomb "
-                                f"limit of {limit:,}", height=height, width=width,
-                          **signature)
+        return Inspection(
+            None,
+            f"too large to decode safely, not decoded: {width}x{height} = "
+            f"{width * height:,} pixels, above Pillow's decompression-bomb "
+            f"limit of {limit:,}",
+            height=height,
+            width=width,
+            **signature,
+        )
     if min(width, height) < MIN_SIDE:
-        return Inspection(None, f"too small: {width}x{height} pixels (at least "
-                                f"{MIN_SIDE}x{MIN_SIDE} needed)", height=height, width=width,
-                          **signature)
+        return Inspection(
+            None,
+            f"too small: {width}x{height} pixels (at least {MIN_SIDE}x{MIN_SIDE} needed)",
+            height=height,
+            width=width,
+            **signature,
+        )
     notes = []
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
@@ -148,12 +164,12 @@ def _inspect_open_image(image: Image.Image, signature: dict[str, int]) -> Inspec
     image.load()  # decodes every pixel: truncated or corrupt data fails here
     orientation = image.getexif().get(ORIENTATION, 1)
     if orientation != 1:
-        notes.append(f"EXIF orientation {orientation} applied: the mask matches the image "
-                     "as displayed")
+        notes.append(
+            f"EXIF orientation {orientation} applied: the mask matches the image as displayed"
+        )
     if image.mode != "RGB":
         notes.append(f"converted from mode {image.mode} to RGB")
     rgb = convert_image_to_rgb(image)
     if rgb is image:
         rgb = image.copy()  # detach it from the file, which is closed on return
-    return Inspection(rgb, "", "; ".join(notes), height=rgb.height, width=rgb.width,
-                      **signature)
+    return Inspection(rgb, "", "; ".join(notes), height=rgb.height, width=rgb.width, **signature)

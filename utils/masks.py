@@ -58,8 +58,10 @@ def encode_mask(mask: np.ndarray) -> bytes:
     if mask.dtype != np.uint8:
         low, high = int(mask.min()), int(mask.max())
         if low < 0 or high > MAX_CLASS_ID:
-            raise ValueError(f"class ids must lie in 0..{MAX_CLASS_ID} to be stored as PNG; "
-                             f"this mask holds {low}..{high}")
+            raise ValueError(
+                f"class ids must lie in 0..{MAX_CLASS_ID} to be stored as PNG; "
+                f"this mask holds {low}..{high}"
+            )
         mask = mask.astype(np.uint16)
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(mask)).save(buffer, format="PNG")
@@ -137,10 +139,12 @@ def write_masks(masks: Mapping[str, np.ndarray], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = masks_to_batch(list(masks), list(masks.values()))
-    table = pa.table({
-        "image_id": pa.array(list(batch["image_id"]), pa.string()),
-        "mask": pa.array(list(batch["mask"]), pa.binary()),
-    })
+    table = pa.table(
+        {
+            "image_id": pa.array(list(batch["image_id"]), pa.string()),
+            "mask": pa.array(list(batch["mask"]), pa.binary()),
+        }
+    )
     pq.write_table(table, path)
     return path
 

@@ -1,14 +1,21 @@
-"""Loading SegFormer: from a local folder, from the hub, or (offline) with seeded random weights."""
+"""Loading SegFormer: from a local folder, the hub or its local cache, or (default model only)
+with seeded random weights when none of those works."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from .config import CourseConfig, get_config
-from .hub import hub_unavailable_reason
+from .config import DEFAULT_MODEL, CourseConfig, get_config
+from .hub import (
+    SourceUnavailableError,
+    hub_file_unavailable_reason,
+    hub_unavailable_reason,
+    short_error,
+)
 from .labels import get_labels
 
 OFFLINE_BANNER = (
@@ -48,27 +55,61 @@ def load_model(
 ) -> tuple[SegformerForSemanticSegmentation, object]:
     """Return `(model, image_processor)` for `COURSE_MODEL`, in eval mode on `device`.
 
-    Loads safetensors weights only and never runs code from the hub. When the hub
-    cannot be used and the model is not a local folder, falls back to
-    `offline_model()` and prints `OFFLINE_BANNER`.
+    Loads safetensors weights only and never runs code from the hub. The default model falls
+    back to `offline_model()`, printing why and `OFFLINE_BANNER`, when it can be loaded neither
+    from the hub nor from the local cache, whatever the failure (offline settings, no network,
+    a proxy or server error, a broken download). A model you named (`COURSE_MODEL` set to a
+    local folder or to another hub id) never falls back: `load_named_model` raises instead.
     """
     config = config or get_config()
     device = torch.device(device) if device is not None else pick_device(config)
-    source = Path(config.model).expanduser()
-    if source.is_dir():
-        model, processor = _from_pretrained(str(source), local_only=True)
+    if config.model != DEFAULT_MODEL or Path(config.model).expanduser().is_dir():
+        model, processor = load_named_model(config.model, config)
     else:
-        reason = hub_unavailable_reason(config)
         try:
-            # Offline, a model cached earlier (for example by `make prefetch`) still loads.
-            model, processor = _from_pretrained(config.model, local_only=reason is not None)
-        except OSError as error:
-            if reason is None:
-                raise
-            print(f"Model: {reason} and {config.model} is not cached ({type(error).__name__}).")
+            model, processor = load_named_model(config.model, config)
+        except SourceUnavailableError as error:
+            print(f"Model: {error}.")
             print(OFFLINE_BANNER)
             model, processor = offline_model(config.seed), image_processor_class()()
     return model.to(device).eval(), processor
+
+
+def load_named_model(
+    name: str, config: CourseConfig | None = None
+) -> tuple[SegformerForSemanticSegmentation, object]:
+    """`(model, image_processor)` for `name`, a local folder or a hub id, on the CPU; no stand-in.
+
+    A folder is read as it is. A hub id is loaded from the hub when the quick checks of
+    `utils.hub` find the hub and the model's `config.json` reachable, otherwise (or when that
+    load fails for any reason) from the local Hugging Face cache, saying so. Raises
+    `SourceUnavailableError`, with the reason, when neither works.
+    """
+    config = config or get_config()
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        try:
+            return _from_pretrained(str(folder), local_only=True)
+        except Exception as error:  # not a SegFormer folder, missing weights, ...: say so
+            raise SourceUnavailableError(
+                f"the model folder {name} cannot be loaded ({short_error(error)})"
+            ) from error
+    reason = hub_unavailable_reason(config) or hub_file_unavailable_reason(
+        config, name, "config.json"
+    )
+    if reason is None:
+        try:
+            return _from_pretrained(name, local_only=False)
+        except Exception as error:  # noqa: BLE001 - any failure to load from the hub
+            reason = f"loading {name} from {hub_constants.ENDPOINT} failed ({short_error(error)})"
+    try:
+        model, processor = _from_pretrained(name, local_only=True)
+    except Exception:  # noqa: BLE001 - not in the cache, or an incomplete copy there
+        raise SourceUnavailableError(
+            f"{reason}, and {name} is not in the local Hugging Face cache"
+        ) from None
+    print(f"Model: {reason}; using the copy of {name} in the local Hugging Face cache.")
+    return model, processor
 
 
 def _from_pretrained(

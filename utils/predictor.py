@@ -33,8 +33,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded; the message names its path and the reason."""
 
 
-def save_checkpoint(model: torch.nn.Module, image_processor: Any, directory: str | Path,
-                    metadata: Mapping[str, Any] | None = None) -> Checkpoint:
+def save_checkpoint(
+    model: torch.nn.Module,
+    image_processor: Any,
+    directory: str | Path,
+    metadata: Mapping[str, Any] | None = None,
+) -> Checkpoint:
     """Save `model` and `image_processor` into `directory` and return it as a Checkpoint.
 
     Weights go to `model.safetensors` (no pickle, so loading runs no code), the model
@@ -46,13 +50,15 @@ def save_checkpoint(model: torch.nn.Module, image_processor: Any, directory: str
     model.save_pretrained(directory)
     image_processor.save_pretrained(directory)
     checkpoint = Checkpoint.from_directory(str(directory))
-    checkpoint.set_metadata({
-        "model_class": type(model).__name__,
-        "processor_class": type(image_processor).__name__,
-        "num_labels": int(model.config.num_labels),
-        "source": str(getattr(model.config, "name_or_path", "")),
-        **dict(metadata or {}),
-    })
+    checkpoint.set_metadata(
+        {
+            "model_class": type(model).__name__,
+            "processor_class": type(image_processor).__name__,
+            "num_labels": int(model.config.num_labels),
+            "source": str(getattr(model.config, "name_or_path", "")),
+            **dict(metadata or {}),
+        }
+    )
     return checkpoint
 
 
@@ -63,8 +69,9 @@ def checkpoint_problem(directory: str | Path) -> str | None:
         return "the directory does not exist"
     if not directory.is_dir():
         return "it is a file, not a directory"
-    missing = [name for name in (MODEL_CONFIG, PROCESSOR_CONFIG)
-               if not (directory / name).is_file()]
+    missing = [
+        name for name in (MODEL_CONFIG, PROCESSOR_CONFIG) if not (directory / name).is_file()
+    ]
     if not any((directory / name).is_file() for name in WEIGHTS):
         missing.append(WEIGHTS[0])
     if missing:
@@ -88,26 +95,37 @@ def load_checkpoint(checkpoint: Checkpoint) -> tuple[SegformerForSemanticSegment
                 raise CheckpointError(f"cannot load the checkpoint at {where}: {problem}")
             try:
                 model, info = SegformerForSemanticSegmentation.from_pretrained(
-                    directory, use_safetensors=True, local_files_only=True,
-                    trust_remote_code=False, output_loading_info=True)
+                    directory,
+                    use_safetensors=True,
+                    local_files_only=True,
+                    trust_remote_code=False,
+                    output_loading_info=True,
+                )
                 processor = image_processor_class().from_pretrained(
-                    directory, local_files_only=True, trust_remote_code=False)
-            except Exception as error:  # noqa: BLE001 - every loader failure gets the path
-                raise CheckpointError(f"cannot load the checkpoint at {where}: "
-                                      f"{type(error).__name__}: {error}") from error
+                    directory, local_files_only=True, trust_remote_code=False
+                )
+            except Exception as error:  # every loader failure gets the path
+                raise CheckpointError(
+                    f"cannot load the checkpoint at {where}: {type(error).__name__}: {error}"
+                ) from error
     except CheckpointError:
         raise
-    except Exception as error:  # noqa: BLE001 - e.g. a remote checkpoint that cannot be fetched
-        raise CheckpointError(f"cannot read the checkpoint at {where}: "
-                              f"{type(error).__name__}: {error}") from error
-    mismatches = {key: list(info.get(key) or []) for key in
-                  ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    except Exception as error:  # e.g. a remote checkpoint that cannot be fetched
+        raise CheckpointError(
+            f"cannot read the checkpoint at {where}: {type(error).__name__}: {error}"
+        ) from error
+    mismatches = {
+        key: list(info.get(key) or [])
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
     mismatches = {key: value for key, value in mismatches.items() if value}
     if mismatches:
-        summary = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {v[0]})"
-                            for k, v in mismatches.items())
-        raise CheckpointError(f"the weights in the checkpoint at {where} do not fit "
-                              f"{type(model).__name__}: {summary}")
+        summary = "; ".join(
+            f"{len(v)} {k.replace('_', ' ')} (e.g. {v[0]})" for k, v in mismatches.items()
+        )
+        raise CheckpointError(
+            f"the weights in the checkpoint at {where} do not fit {type(model).__name__}: {summary}"
+        )
     return model.eval(), processor
 
 
@@ -141,15 +159,17 @@ class SegmentationPredictor:
     PNG bytes (see `utils.masks`), one row per input image, in input order.
     """
 
-    def __init__(self, model: torch.nn.Module, image_processor: Any,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, image_processor: Any, device: torch.device | str | None = None
+    ) -> None:
         self.device = torch.device(device) if device is not None else pick_device()
         self.model = model.to(self.device).eval()
         self.image_processor = image_processor
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint,
-                        device: torch.device | str | None = None) -> SegmentationPredictor:
+    def from_checkpoint(
+        cls, checkpoint: Checkpoint, device: torch.device | str | None = None
+    ) -> SegmentationPredictor:
         """Build a predictor from a checkpoint made by `save_checkpoint`."""
         model, image_processor = load_checkpoint(checkpoint)
         return cls(model, image_processor, device=device)

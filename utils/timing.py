@@ -72,14 +72,21 @@ def plot_timeline(spans: Sequence[Span], title: str = "Batches per worker") -> F
     if not spans:
         raise ValueError("no spans to plot")
     origin = min(span.start for span in spans)
-    workers = sorted({span.worker for span in spans}, key=lambda w: min(
-        s.start for s in spans if s.worker == w))
+    workers = sorted(
+        {span.worker for span in spans}, key=lambda w: min(s.start for s in spans if s.worker == w)
+    )
     figure, ax = plt.subplots(figsize=(10, 0.55 * len(workers) + 1.6))
     colours = plt.get_cmap("tab10").colors
     for number, span in enumerate(sorted(spans, key=lambda s: s.start)):
         row = workers.index(span.worker)
-        ax.barh(row, span.end - span.start, left=span.start - origin, height=0.6,
-                color=colours[number % len(colours)], edgecolor="white")
+        ax.barh(
+            row,
+            span.end - span.start,
+            left=span.start - origin,
+            height=0.6,
+            color=colours[number % len(colours)],
+            edgecolor="white",
+        )
     ax.set_yticks(range(len(workers)), [f"worker {i} ({w})" for i, w in enumerate(workers)])
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the first batch started")

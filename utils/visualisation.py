@@ -28,8 +28,9 @@ def overlay(image: Image.Image, segmentation_map: np.ndarray, alpha: float = 0.5
     """Blend the colourised map over the image (any PIL mode), as an (H, W, 3) uint8 array."""
     rgb = np.asarray(convert_image_to_rgb(image), dtype=np.float32)
     if rgb.shape[:2] != segmentation_map.shape:
-        raise ValueError(f"map of shape {segmentation_map.shape} does not fit an image of "
-                         f"shape {rgb.shape[:2]}")
+        raise ValueError(
+            f"map of shape {segmentation_map.shape} does not fit an image of shape {rgb.shape[:2]}"
+        )
     blended = (1 - alpha) * rgb + alpha * colorize(segmentation_map).astype(np.float32)
     return np.round(blended).astype(np.uint8)
 

@@ -41,8 +41,18 @@ from utils.model import is_offline_model, load_model, shippable_copy
 from utils.timing import Stopwatch
 
 APPROACHES = ("sequential", "tasks", "actors", "actor_pool", "ray_data", "checkpoint_predictor")
-COLUMNS = ("approach", "n_images", "seconds", "images_per_s", "peak_rss_mb", "cpu_count", "gpu",
-           "ray_version", "torch_version", "model_source")
+COLUMNS = (
+    "approach",
+    "n_images",
+    "seconds",
+    "images_per_s",
+    "peak_rss_mb",
+    "cpu_count",
+    "gpu",
+    "ray_version",
+    "torch_version",
+    "model_source",
+)
 
 Batch = tuple[list[str], list[Image.Image]]
 
@@ -130,8 +140,7 @@ def run_actor_pool(model, processor, work: Workload, workers: int) -> dict:
     actors = [predictor.remote(model_ref, processor_ref) for _ in range(workers)]
     try:
         pool = ActorPool(actors)
-        pairs = pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch),
-                                   work.batches)
+        pairs = pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch), work.batches)
         return dict(pair for chunk in pairs for pair in chunk)
     finally:
         for actor in actors:
@@ -166,9 +175,12 @@ def write_input_parquet(batches: Sequence[Batch], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for number, (ids, images) in enumerate(batches):
         encoded = [png_bytes(image) for image in images]
-        pq.write_table(pa.table({"image_id": pa.array(ids, pa.string()),
-                                 "image": pa.array(encoded, pa.binary())}),
-                       folder / f"part-{number:05d}.parquet")
+        pq.write_table(
+            pa.table(
+                {"image_id": pa.array(ids, pa.string()), "image": pa.array(encoded, pa.binary())}
+            ),
+            folder / f"part-{number:05d}.parquet",
+        )
     return folder
 
 
@@ -188,8 +200,14 @@ def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> d
             # Small files are merged into one block of up to 128 MiB, and a block goes to a
             # single actor: split it back into batches so that every actor gets work.
             .repartition(target_num_rows_per_block=batch_size)
-            .map_batches(udf, fn_constructor_kwargs=constructor_kwargs, batch_size=batch_size,
-                         num_cpus=actor_cpus, compute=ray.data.ActorPoolStrategy(size=workers)))
+            .map_batches(
+                udf,
+                fn_constructor_kwargs=constructor_kwargs,
+                batch_size=batch_size,
+                num_cpus=actor_cpus,
+                compute=ray.data.ActorPoolStrategy(size=workers),
+            )
+        )
         masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args={"num_cpus": 0})
         return read_masks(Path(folder) / "masks")
 
@@ -219,13 +237,15 @@ def run_checkpoint_predictor(model, processor, work: Workload, workers: int) -> 
 
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = save_checkpoint(model, processor, Path(folder) / "checkpoint")
-        return _run_map_batches(_CheckpointSegmenter, {"checkpoint": checkpoint}, work,
-                                workers)
+        return _run_map_batches(_CheckpointSegmenter, {"checkpoint": checkpoint}, work, workers)
 
 
 RUNNERS: dict[str, Callable[..., dict]] = {
-    "sequential": run_sequential, "tasks": run_tasks, "actors": run_actors,
-    "actor_pool": run_actor_pool, "ray_data": run_ray_data,
+    "sequential": run_sequential,
+    "tasks": run_tasks,
+    "actors": run_actors,
+    "actor_pool": run_actor_pool,
+    "ray_data": run_ray_data,
     "checkpoint_predictor": run_checkpoint_predictor,
 }
 
@@ -243,8 +263,9 @@ class PeakMemory:
     processes sharing them), which adds up to the memory the run actually occupies.
     """
 
-    def __init__(self, interval_s: float = 0.25, root: int | None = None,
-                 proportional: bool = False) -> None:
+    def __init__(
+        self, interval_s: float = 0.25, root: int | None = None, proportional: bool = False
+    ) -> None:
         self.interval_s, self.peak_bytes, self.root = interval_s, 0, root
         self.proportional, self.peak_pss_bytes = proportional, 0
         self._stop = threading.Event()
@@ -296,15 +317,23 @@ def machine_info(model) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "ray_version": ray.__version__, "torch_version": torch.__version__,
-        "model_source": ("offline random weights (SegFormer-b0)" if is_offline_model(model)
-                         else model.config.name_or_path),
+        "ray_version": ray.__version__,
+        "torch_version": torch.__version__,
+        "model_source": (
+            "offline random weights (SegFormer-b0)"
+            if is_offline_model(model)
+            else model.config.name_or_path
+        ),
     }
 
 
@@ -320,19 +349,26 @@ def profile_stages(model, processor, images: Sequence[Image.Image]) -> dict[str,
         timings[name] = watch.seconds * 1000 / n
         return result
 
-    rgb = clock("decode + convert", lambda: [convert_image_to_rgb(Image.open(io.BytesIO(b)))
-                                             for b in encoded])
-    pixels = clock("preprocess",
-                   lambda: processor(images=rgb, return_tensors="pt")["pixel_values"])
+    rgb = clock(
+        "decode + convert",
+        lambda: [convert_image_to_rgb(Image.open(io.BytesIO(b))) for b in encoded],
+    )
+    pixels = clock("preprocess", lambda: processor(images=rgb, return_tensors="pt")["pixel_values"])
     with torch.inference_mode():
-        logits = clock("model forward", lambda: model(pixel_values=pixel_values_on(model, pixels))
-                       .logits)
+        logits = clock(
+            "model forward", lambda: model(pixel_values=pixel_values_on(model, pixels)).logits
+        )
         sizes = [(image.height, image.width) for image in rgb]
-        clock("postprocess (upsample + argmax, utils.predict)",
-              lambda: [upsample_argmax(logits[i], size) for i, size in enumerate(sizes)])
-        clock("postprocess (transformers, all 150 classes)",
-              lambda: processor.post_process_semantic_segmentation(
-                  type("Out", (), {"logits": logits})(), target_sizes=sizes))
+        clock(
+            "postprocess (upsample + argmax, utils.predict)",
+            lambda: [upsample_argmax(logits[i], size) for i, size in enumerate(sizes)],
+        )
+        clock(
+            "postprocess (transformers, all 150 classes)",
+            lambda: processor.post_process_semantic_segmentation(
+                type("Out", (), {"logits": logits})(), target_sizes=sizes
+            ),
+        )
     return timings
 
 
@@ -359,19 +395,23 @@ def hardware_ceiling(model) -> dict[str, float]:
         if device.type == "cuda":
             torch.cuda.synchronize()
     matmul_gflops = 2 * size**3 * reps / watch.seconds / 1e9
-    return {"gflop_per_image": gflop, "matmul_gflop_per_s": matmul_gflops,
-            "ceiling_images_per_s": matmul_gflops / gflop}
+    return {
+        "gflop_per_image": gflop,
+        "matmul_gflop_per_s": matmul_gflops,
+        "ceiling_images_per_s": matmul_gflops / gflop,
+    }
 
 
-def measure_forward_vs_predict(model, processor, images: Sequence[Image.Image],
-                               batch_size: int, rounds: int = 3) -> dict[str, float]:
+def measure_forward_vs_predict(
+    model, processor, images: Sequence[Image.Image], batch_size: int, rounds: int = 3
+) -> dict[str, float]:
     """Throughput of the forward pass alone vs `predict` end to end (and the plain path).
 
     The two alternate for `rounds` rounds and each keeps its fastest: a busy neighbour on a
     shared machine slows one round, not the comparison.
     """
     rgb = [convert_image_to_rgb(image) for image in images]
-    batches = [rgb[i:i + batch_size] for i in range(0, len(rgb), batch_size)]
+    batches = [rgb[i : i + batch_size] for i in range(0, len(rgb), batch_size)]
     pixels = [processor(images=batch, return_tensors="pt")["pixel_values"] for batch in batches]
 
     def forward_pass() -> None:
@@ -391,20 +431,30 @@ def measure_forward_vs_predict(model, processor, images: Sequence[Image.Image],
         forward = min(forward, seconds(forward_pass))
         fast = min(fast, seconds(lambda: [predict(model, processor, b) for b in batches]))
     plain = seconds(lambda: [reference_predict(model, processor, b) for b in batches])
-    return {"forward_images_per_s": len(rgb) / forward, "predict_images_per_s": len(rgb) / fast,
-            "plain_predict_images_per_s": len(rgb) / plain,
-            "predict_vs_forward": forward / fast, "plain_vs_forward": forward / plain}
+    return {
+        "forward_images_per_s": len(rgb) / forward,
+        "predict_images_per_s": len(rgb) / fast,
+        "plain_predict_images_per_s": len(rgb) / plain,
+        "predict_vs_forward": forward / fast,
+        "plain_vs_forward": forward / plain,
+    }
 
 
 # ---------------------------------------------------------------- the command
 
 
 def batched(ids: list[str], images: list[Image.Image], size: int) -> list[Batch]:
-    return [(ids[i:i + size], images[i:i + size]) for i in range(0, len(ids), size)]
+    return [(ids[i : i + size], images[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: Path,
-        progress: bool = True, profile: bool = True) -> pd.DataFrame:
+def run(
+    counts: Sequence[int],
+    approaches: Sequence[str],
+    batch_size: int,
+    out: Path,
+    progress: bool = True,
+    profile: bool = True,
+) -> pd.DataFrame:
     """Run every approach at every count, check the maps, write the results; return the table.
 
     With `profile`, the report also times one batch by stage, `predict` against the forward
@@ -438,8 +488,9 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
             # Small enough batches that every worker gets at least two, when n allows it.
             size = max(1, min(batch_size, n // (2 * workers)))
             batches = batched(ids[:n], images[:n], size)
-            work = Workload(batches, write_input_parquet(batches,
-                                                         Path(scratch.name) / f"images-{n}"))
+            work = Workload(
+                batches, write_input_parquet(batches, Path(scratch.name) / f"images-{n}")
+            )
             expected = None
             for name in approaches:
                 bar.set_description(f"{name} x {n}")
@@ -450,13 +501,20 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
                     expected = got  # the sequential loop runs first
                 else:
                     assert_same_maps(got, expected)
-                rows.append({"approach": name, "n_images": n, "seconds": round(seconds, 3),
-                             "images_per_s": round(n / seconds, 3),
-                             "peak_rss_mb": round(memory.peak_bytes / 2**20),
-                             **{k: machine[k] for k in COLUMNS if k in machine}})
+                rows.append(
+                    {
+                        "approach": name,
+                        "n_images": n,
+                        "seconds": round(seconds, 3),
+                        "images_per_s": round(n / seconds, 3),
+                        "peak_rss_mb": round(memory.peak_bytes / 2**20),
+                        **{k: machine[k] for k in COLUMNS if k in machine},
+                    }
+                )
                 bar.update()
-                bar.write(f"{name:>22} {n:>6} images: {seconds:8.1f} s, "
-                          f"{n / seconds:6.2f} images/s")
+                bar.write(
+                    f"{name:>22} {n:>6} images: {seconds:8.1f} s, {n / seconds:6.2f} images/s"
+                )
     finally:
         bar.close()
         ray.shutdown()
@@ -465,10 +523,13 @@ def run(counts: Sequence[int], approaches: Sequence[str], batch_size: int, out: 
     table.to_csv(out / "benchmark.csv", index=False)
     stages: dict[str, Any] = {}
     if profile:
-        stages = {"stage_ms_per_image": profile_stages(model, processor, images[:batch_size]),
-                  "ceiling": hardware_ceiling(model),
-                  "speed": measure_forward_vs_predict(model, processor,
-                                                      images[:2 * batch_size], batch_size)}
+        stages = {
+            "stage_ms_per_image": profile_stages(model, processor, images[:batch_size]),
+            "ceiling": hardware_ceiling(model),
+            "speed": measure_forward_vs_predict(
+                model, processor, images[: 2 * batch_size], batch_size
+            ),
+        }
     (out / "machine.json").write_text(json.dumps({**machine, **stages}, indent=2))
     write_report(table, machine, stages, out)
     return table
@@ -484,8 +545,9 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(table: pd.DataFrame, machine: dict[str, Any], stages: dict[str, Any],
-                 out: Path) -> None:
+def write_report(
+    table: pd.DataFrame, machine: dict[str, Any], stages: dict[str, Any], out: Path
+) -> None:
     """benchmark.md (tables, ratios and, when measured, `stages`: the stage profile, predict
     vs forward, the hardware ceiling) and benchmark.png (images/s per approach and count)."""
     import matplotlib
@@ -496,15 +558,24 @@ def write_report(table: pd.DataFrame, machine: dict[str, Any], stages: dict[str,
     wide = table.pivot(index="approach", columns="n_images", values="images_per_s")
     wide = wide.reindex([a for a in APPROACHES if a in wide.index])
     lines = [
-        "# Benchmark", "",
+        "# Benchmark",
+        "",
         f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, GPU: {machine['gpu']}; "
         f"Ray {machine['ray_version']}, torch {machine['torch_version']}; "
-        f"model: {machine['model_source']}.", "",
-        "## Images per second", "", markdown_table(wide, ".2f"), "",
+        f"model: {machine['model_source']}.",
+        "",
+        "## Images per second",
+        "",
+        markdown_table(wide, ".2f"),
+        "",
     ]
     if "sequential" in wide.index:
-        lines += ["## Relative to the sequential loop", "",
-                  markdown_table(wide / wide.loc["sequential"], ".2f"), ""]
+        lines += [
+            "## Relative to the sequential loop",
+            "",
+            markdown_table(wide / wide.loc["sequential"], ".2f"),
+            "",
+        ]
     if stages:
         lines += stage_report(stages["stage_ms_per_image"], stages["ceiling"], stages["speed"])
     (out / "benchmark.md").write_text("\n".join(lines))
@@ -519,24 +590,33 @@ def write_report(table: pd.DataFrame, machine: dict[str, Any], stages: dict[str,
     plt.close(figure)
 
 
-def stage_report(profile: dict[str, float], ceiling: dict[str, float],
-                 speed: dict[str, float]) -> list[str]:
+def stage_report(
+    profile: dict[str, float], ceiling: dict[str, float], speed: dict[str, float]
+) -> list[str]:
     """Markdown lines: the stage profile, predict vs the forward pass, the hardware ceiling."""
-    return ["## Where one batch's time goes (ms per image)", "",
-            markdown_table(pd.Series(profile, name="ms per image").to_frame(), ".1f"), "",
-            "## predict vs the forward pass alone", "",
-            f"- forward alone: {speed['forward_images_per_s']:.2f} images/s",
-            f"- utils.predict end to end: {speed['predict_images_per_s']:.2f} images/s "
-            f"= **{speed['predict_vs_forward']:.2f}x** the forward pass",
-            f"- transformers' post-processing end to end: "
-            f"{speed['plain_predict_images_per_s']:.2f} images/s = "
-            f"{speed['plain_vs_forward']:.2f}x", "",
-            "## Hardware ceiling", "",
-            f"- SegFormer-b0 forward: {ceiling['gflop_per_image']:.1f} GFLOP per 512x512 image",
-            f"- fp32 matrix multiply measured here: {ceiling['matmul_gflop_per_s']:.0f} GFLOP/s",
-            f"- ceiling: {ceiling['ceiling_images_per_s']:.1f} images/s; "
-            "the forward pass reaches "
-            f"{speed['forward_images_per_s'] / ceiling['ceiling_images_per_s']:.0%} of it", ""]
+    return [
+        "## Where one batch's time goes (ms per image)",
+        "",
+        markdown_table(pd.Series(profile, name="ms per image").to_frame(), ".1f"),
+        "",
+        "## predict vs the forward pass alone",
+        "",
+        f"- forward alone: {speed['forward_images_per_s']:.2f} images/s",
+        f"- utils.predict end to end: {speed['predict_images_per_s']:.2f} images/s "
+        f"= **{speed['predict_vs_forward']:.2f}x** the forward pass",
+        f"- transformers' post-processing end to end: "
+        f"{speed['plain_predict_images_per_s']:.2f} images/s = "
+        f"{speed['plain_vs_forward']:.2f}x",
+        "",
+        "## Hardware ceiling",
+        "",
+        f"- SegFormer-b0 forward: {ceiling['gflop_per_image']:.1f} GFLOP per 512x512 image",
+        f"- fp32 matrix multiply measured here: {ceiling['matmul_gflop_per_s']:.0f} GFLOP/s",
+        f"- ceiling: {ceiling['ceiling_images_per_s']:.1f} images/s; "
+        "the forward pass reaches "
+        f"{speed['forward_images_per_s'] / ceiling['ceiling_images_per_s']:.0%} of it",
+        "",
+    ]
 
 
 def job_memory_run(n: int, out: Path) -> dict[str, Any]:
@@ -568,8 +648,16 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
                 image = make_variant(path, index // len(paths), seed=index)[0].convert("RGB")
             image.save(source / f"{index:06d}.jpg", quality=90)
             pixels += image.width * image.height
-        command = [sys.executable, "-m", "utils.segment", str(source), "--out",
-                   str(Path(folder) / "masks"), "--preview", "0"]
+        command = [
+            sys.executable,
+            "-m",
+            "utils.segment",
+            str(source),
+            "--out",
+            str(Path(folder) / "masks"),
+            "--preview",
+            "0",
+        ]
         with Stopwatch() as watch:
             job = subprocess.Popen(command)
             with PeakMemory(interval_s=0.5, root=job.pid, proportional=True) as memory:
@@ -577,32 +665,44 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
         seconds = watch.seconds
         index = pd.read_parquet(Path(folder) / "masks" / "index.parquet") if code == 0 else None
         written = int((index["status"] == OK).sum()) if index is not None else 0
-    result = {"images": n, "exit_code": code, "masks_written": written,
-              "seconds": round(seconds, 1), "images_per_s": round(n / seconds, 3),
-              "peak_pss_gib": round(memory.peak_pss_bytes / 2**30, 2),
-              "peak_rss_gib": round(memory.peak_bytes / 2**30, 2),
-              "int64_maps_in_driver_gib": round(pixels * 8 / 2**30, 2),
-              "uint8_maps_gib": round(pixels / 2**30, 2)}
+    result = {
+        "images": n,
+        "exit_code": code,
+        "masks_written": written,
+        "seconds": round(seconds, 1),
+        "images_per_s": round(n / seconds, 3),
+        "peak_pss_gib": round(memory.peak_pss_bytes / 2**30, 2),
+        "peak_rss_gib": round(memory.peak_bytes / 2**30, 2),
+        "int64_maps_in_driver_gib": round(pixels * 8 / 2**30, 2),
+        "uint8_maps_gib": round(pixels / 2**30, 2),
+    }
     (out / "job_memory.json").write_text(json.dumps(result, indent=2))
-    print(f"\nThe job: {n} images in {seconds:.0f} s, {written} masks written, exit code {code}; "
-          f"peak memory of the whole run {result['peak_pss_gib']:.2f} GiB (summed PSS; "
-          f"summed RSS, counting shared pages once per process: {result['peak_rss_gib']:.2f} GiB).")
-    print(f"Collecting all {n} maps in the driver as int64 would need "
-          f"{result['int64_maps_in_driver_gib']:.2f} GiB for the maps alone "
-          f"(as uint8: {result['uint8_maps_gib']:.2f} GiB).")
+    print(
+        f"\nThe job: {n} images in {seconds:.0f} s, {written} masks written, exit code {code}; "
+        f"peak memory of the whole run {result['peak_pss_gib']:.2f} GiB (summed PSS; "
+        f"summed RSS, counting shared pages once per process: {result['peak_rss_gib']:.2f} GiB)."
+    )
+    print(
+        f"Collecting all {n} maps in the driver as int64 would need "
+        f"{result['int64_maps_in_driver_gib']:.2f} GiB for the maps alone "
+        f"(as uint8: {result['uint8_maps_gib']:.2f} GiB)."
+    )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.tools.benchmark", description=__doc__)
     parser.add_argument("--images", type=int, nargs="+", default=[10, 100, 1000])
-    parser.add_argument("--approaches", nargs="+", choices=APPROACHES,
-                        default=list(APPROACHES))
+    parser.add_argument("--approaches", nargs="+", choices=APPROACHES, default=list(APPROACHES))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--job-memory", type=int, metavar="N",
-                        help="instead: run the production job on N images, measure its peak "
-                             "memory (results/job_memory.json)")
+    parser.add_argument(
+        "--job-memory",
+        type=int,
+        metavar="N",
+        help="instead: run the production job on N images, measure its peak "
+        "memory (results/job_memory.json)",
+    )
     args = parser.parse_args(argv)
     if args.job_memory:
         result = job_memory_run(args.job_memory, args.out)

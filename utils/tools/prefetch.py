@@ -3,7 +3,8 @@
     python -m utils.tools.prefetch [--images N]
 
 Afterwards the course runs with HF_HUB_OFFLINE=1: `load_model()` finds the model in
-the Hugging Face cache, `load_test_images()` the images in COURSE_CACHE_DIR.
+the Hugging Face cache, `load_test_images()` the images in COURSE_CACHE_DIR. The images come
+from the first ADE20K source that serves them (see `utils.data.ade20k_sources`), unchanged.
 """
 
 from __future__ import annotations
@@ -27,29 +28,43 @@ def prefetch_model(config: CourseConfig) -> Path:
 
 
 def prefetch_images(config: CourseConfig, n: int) -> Path:
-    """Save the first `n` test images of `config.dataset` where `load_test_images` looks."""
+    """Save the first `n` ADE20K test images where `load_test_images` looks, original bytes.
+
+    They come from the first source that serves them (`utils.data.ade20k_sources`); which one
+    is recorded with them. Never saves the bundled photographs: when no source serves, raises
+    `SourceUnavailableError` with every source's reason.
+    """
     target = prefetched_images_dir(config)
-    load_ade20k_test_split(config.dataset, n).save_to_disk(str(target))
+    load_ade20k_test_split(n, config).save_to_disk(str(target))
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     """Prefetch both; print what was saved where, or why it failed. Returns the exit code."""
     config = get_config()
-    parser = argparse.ArgumentParser(prog="python -m utils.tools.prefetch",
-                                     description="Download the model and test images.")
-    parser.add_argument("--images", type=int, default=config.num_images,
-                        help="how many test images to save (default: COURSE_NUM_IMAGES)")
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.tools.prefetch", description="Download the model and test images."
+    )
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=config.num_images,
+        help="how many test images to save (default: COURSE_NUM_IMAGES)",
+    )
     args = parser.parse_args(argv)
     reason = hub_unavailable_reason(config)
     if reason is not None:
-        print(f"prefetch: cannot download: {reason}. Run it where the Hugging Face Hub is "
-              "reachable; the course still runs offline on the bundled photographs.",
-              file=sys.stderr)
+        print(
+            f"prefetch: cannot download: {reason}. Run it where the Hugging Face Hub is "
+            "reachable; the course still runs offline on the bundled photographs.",
+            file=sys.stderr,
+        )
         return 1
     failures = 0
-    for what, step in (("model", lambda: prefetch_model(config)),
-                       ("test images", lambda: prefetch_images(config, args.images))):
+    for what, step in (
+        ("model", lambda: prefetch_model(config)),
+        ("test images", lambda: prefetch_images(config, args.images)),
+    ):
         try:
             print(f"prefetch: {what} saved in {step()}")
         except Exception as error:  # noqa: BLE001 - report each failure and go on

@@ -106,14 +106,24 @@ def check_packages(context: Context) -> Check:
             importlib.import_module(module)
         except Exception as error:  # noqa: BLE001 - any import failure is the finding
             broken.append(f"{module} ({type(error).__name__}: {error})")
-    problems = ([f"not installed: {', '.join(missing)}"] if missing else []) + (
-        [f"other versions: {', '.join(wrong)}"] if wrong else []) + (
-        [f"fail to import: {', '.join(broken)}"] if broken else [])
+    problems = (
+        ([f"not installed: {', '.join(missing)}"] if missing else [])
+        + ([f"other versions: {', '.join(wrong)}"] if wrong else [])
+        + ([f"fail to import: {', '.join(broken)}"] if broken else [])
+    )
     if problems:
-        return Check(name, "FAIL", "; ".join(problems),
-                     "run `make setup` (or `pip install -r requirements.txt`) while online")
-    return Check(name, "OK", f"all {len(pins)} pinned in {context.requirements.name} "
-                             "are installed at those versions and import")
+        return Check(
+            name,
+            "FAIL",
+            "; ".join(problems),
+            "run `make setup` (or `pip install -r requirements.txt`) while online",
+        )
+    return Check(
+        name,
+        "OK",
+        f"all {len(pins)} pinned in {context.requirements.name} "
+        "are installed at those versions and import",
+    )
 
 
 def _same_version(installed: str, pinned: str) -> bool:
@@ -141,20 +151,29 @@ def check_model(context: Context) -> Check:
         from utils.tools.prefetch import MODEL_FILES as PATTERNS
 
         try:  # local_files_only: looks in the cache, never on the network
-            folder = Path(snapshot_download(repo_id=model, allow_patterns=PATTERNS,
-                                            local_files_only=True))
+            folder = Path(
+                snapshot_download(repo_id=model, allow_patterns=PATTERNS, local_files_only=True)
+            )
         except (LocalEntryNotFoundError, FileNotFoundError, OSError) as error:
-            return Check(name, "FAIL", f"{model} is not in the Hugging Face cache "
-                         f"({type(error).__name__}); the notebooks would use random weights",
-                         "run `python -m utils.tools.prefetch` (or `make prefetch`) where the hub "
-                         "is reachable, with the same HF_HOME")
+            return Check(
+                name,
+                "FAIL",
+                f"{model} is not in the Hugging Face cache "
+                f"({type(error).__name__}); the notebooks would use random weights",
+                "run `python -m utils.tools.prefetch` (or `make prefetch`) where the hub "
+                "is reachable, with the same HF_HOME",
+            )
         where = "Hugging Face cache"
     absent = [f for f in MODEL_FILES if not (folder / f).is_file()]
     if not any(folder.glob("*.safetensors")):
         absent.append("*.safetensors")
     if absent:
-        return Check(name, "FAIL", f"{model} in the {where} lacks {', '.join(absent)}",
-                     "run `python -m utils.tools.prefetch` again where the hub is reachable")
+        return Check(
+            name,
+            "FAIL",
+            f"{model} in the {where} lacks {', '.join(absent)}",
+            "run `python -m utils.tools.prefetch` again where the hub is reachable",
+        )
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
     return Check(name, "OK", f"{model} in the {where} ({folder}, weights {size:.0f} MB)")
 
@@ -173,27 +192,40 @@ def check_images(context: Context) -> Check:
         files, _ = list_files(folder)
         readable = sum(inspect_image(path).ok for _, path in files)
         if readable < wanted:
-            return Check(name, "WARN", f"{readable} readable images in COURSE_DATA_DIR {folder},"
-                         f" fewer than COURSE_NUM_IMAGES={wanted}: the notebooks use them all")
+            return Check(
+                name,
+                "WARN",
+                f"{readable} readable images in COURSE_DATA_DIR {folder},"
+                f" fewer than COURSE_NUM_IMAGES={wanted}: the notebooks use them all",
+            )
         return Check(name, "OK", f"{readable} readable images in COURSE_DATA_DIR {folder}")
     from utils.data import prefetched_images_dir
 
     folder = prefetched_images_dir(config)
     if not (folder / "dataset_info.json").is_file():
-        return Check(name, "FAIL", f"no prefetched {config.dataset} test images in {folder}: "
-                     "offline, the notebooks would use the 12 bundled photographs",
-                     f"run `python -m utils.tools.prefetch --images {wanted}` where the hub is "
-                     "reachable, with the same COURSE_CACHE_DIR")
+        return Check(
+            name,
+            "FAIL",
+            f"no prefetched {config.dataset} test images in {folder}: "
+            "offline, the notebooks would use the 12 bundled photographs",
+            f"run `python -m utils.tools.prefetch --images {wanted}` where the hub is "
+            "reachable, with the same COURSE_CACHE_DIR",
+        )
     import datasets
 
     saved = len(datasets.load_from_disk(str(folder)))
     if saved < wanted:
-        return Check(name, "FAIL", f"{saved} prefetched in {folder}, but COURSE_NUM_IMAGES="
-                     f"{wanted}: the notebooks would fall back to the bundled photographs",
-                     f"run `python -m utils.tools.prefetch --images {wanted}` where the hub is "
-                     "reachable, or lower COURSE_NUM_IMAGES")
-    return Check(name, "OK", f"{saved} test images prefetched in {folder} "
-                             f"(COURSE_NUM_IMAGES={wanted})")
+        return Check(
+            name,
+            "FAIL",
+            f"{saved} prefetched in {folder}, but COURSE_NUM_IMAGES="
+            f"{wanted}: the notebooks would fall back to the bundled photographs",
+            f"run `python -m utils.tools.prefetch --images {wanted}` where the hub is "
+            "reachable, or lower COURSE_NUM_IMAGES",
+        )
+    return Check(
+        name, "OK", f"{saved} test images prefetched in {folder} (COURSE_NUM_IMAGES={wanted})"
+    )
 
 
 def check_ray(context: Context) -> Check:
@@ -220,13 +252,20 @@ def check_ray(context: Context) -> Check:
         ray.get(utils_location.remote(), timeout=180)
         first_task = time.perf_counter() - start - started
     except Exception as error:  # noqa: BLE001 - report any failure to start
-        return Check(name, "FAIL", f"{type(error).__name__}: {error}",
-                     "see `ray start --help`; on a laptop, free some memory and disk in /tmp")
+        return Check(
+            name,
+            "FAIL",
+            f"{type(error).__name__}: {error}",
+            "see `ray start --help`; on a laptop, free some memory and disk in /tmp",
+        )
     finally:
         ray.shutdown()
     context.measured["ray_start_s"] = started + first_task
-    return Check(name, "OK", f"{where}; ready in {started:.1f} s, a worker imported utils "
-                             f"{first_task:.1f} s later")
+    return Check(
+        name,
+        "OK",
+        f"{where}; ready in {started:.1f} s, a worker imported utils {first_task:.1f} s later",
+    )
 
 
 def check_speed(context: Context) -> Check:
@@ -247,21 +286,30 @@ def check_speed(context: Context) -> Check:
     predict(model, processor, images[:1])  # warm-up: first-call costs are not throughput
     with Stopwatch() as watch:
         for start in range(0, len(images), 16):
-            predict(model, processor, images[start:start + 16])
+            predict(model, processor, images[start : start + 16])
     rate = len(images) / watch.seconds
     source = "random-weight offline model" if is_offline_model(model) else context.config.model
-    measured = (f"{len(images)} images in {watch.seconds:.1f} s = {rate:.2f} images/s on "
-                f"{device.type} ({source})")
+    measured = (
+        f"{len(images)} images in {watch.seconds:.1f} s = {rate:.2f} images/s on "
+        f"{device.type} ({source})"
+    )
     estimate = estimate_course(rate, context, loading.seconds)
     status = "WARN" if estimate["minutes_per_notebook"] > COMFORTABLE_MINUTES_PER_NOTEBOOK else "OK"
     advice = ""
     if status == "WARN":
-        advice = (f"about {estimate['minutes_per_notebook']:.1f} min of computing per notebook; "
-                  f"COURSE_NUM_IMAGES={estimate['comfortable_images']} keeps each under "
-                  f"{COMFORTABLE_MINUTES_PER_NOTEBOOK:g} min")
-    return Check(name, status, f"{measured} -> running the {estimate['notebooks']} notebooks at "
-                 f"COURSE_NUM_IMAGES={context.config.num_images} takes about "
-                 f"{estimate['total_minutes']:.0f} min of computing here (plus teaching)", advice)
+        advice = (
+            f"about {estimate['minutes_per_notebook']:.1f} min of computing per notebook; "
+            f"COURSE_NUM_IMAGES={estimate['comfortable_images']} keeps each under "
+            f"{COMFORTABLE_MINUTES_PER_NOTEBOOK:g} min"
+        )
+    return Check(
+        name,
+        status,
+        f"{measured} -> running the {estimate['notebooks']} notebooks at "
+        f"COURSE_NUM_IMAGES={context.config.num_images} takes about "
+        f"{estimate['total_minutes']:.0f} min of computing here (plus teaching)",
+        advice,
+    )
 
 
 def estimate_course(rate: float, context: Context, model_load_s: float) -> dict[str, Any]:
@@ -271,19 +319,29 @@ def estimate_course(rate: float, context: Context, model_load_s: float) -> dict[
     times (the sequential baseline, then a Ray approach on the same cores) and pays
     a fixed cost: starting Ray and loading the model.
     """
-    notebooks = sorted(p for p in context.notebooks_dir.glob("[0-9][0-9]_*.ipynb")
-                       if not p.name.startswith("00_"))
+    notebooks = sorted(
+        p for p in context.notebooks_dir.glob("[0-9][0-9]_*.ipynb") if not p.name.startswith("00_")
+    )
     count = max(1, len(notebooks))
     fixed_s = context.measured.get("ray_start_s", 10.0) + model_load_s
     per_notebook_s = PASSES_PER_NOTEBOOK * context.config.num_images / rate + fixed_s
     budget_s = COMFORTABLE_MINUTES_PER_NOTEBOOK * 60 - fixed_s
     comfortable = max(1, math.floor(budget_s * rate / PASSES_PER_NOTEBOOK)) if budget_s > 0 else 1
-    return {"notebooks": count, "minutes_per_notebook": per_notebook_s / 60,
-            "total_minutes": count * per_notebook_s / 60, "comfortable_images": comfortable}
+    return {
+        "notebooks": count,
+        "minutes_per_notebook": per_notebook_s / 60,
+        "total_minutes": count * per_notebook_s / 60,
+        "comfortable_images": comfortable,
+    }
 
 
 CHECKS: tuple[Callable[[Context], Check], ...] = (
-    check_packages, check_model, check_images, check_ray, check_speed)
+    check_packages,
+    check_model,
+    check_images,
+    check_ray,
+    check_speed,
+)
 
 
 # ---------------------------------------------------------------- the command
@@ -300,8 +358,12 @@ def run_checks(context: Context, checks=None) -> list[Check]:
         except Exception as error:  # noqa: BLE001 - one broken check must not hide the others
             label = check.__name__.removeprefix("check_").capitalize()
             said = " | ".join(chatter.getvalue().strip().splitlines()[-3:])
-            result = Check(label, "FAIL", f"the check itself failed: {type(error).__name__}: "
-                                          f"{error}" + (f" (it printed: {said})" if said else ""))
+            result = Check(
+                label,
+                "FAIL",
+                f"the check itself failed: {type(error).__name__}: "
+                f"{error}" + (f" (it printed: {said})" if said else ""),
+            )
         print(result.line(), flush=True)
         results.append(result)
     return results
@@ -311,16 +373,24 @@ def main(argv: list[str] | None = None) -> int:
     """Print one line per check and a verdict; return 0 when ready, 1 otherwise."""
     parser = argparse.ArgumentParser(
         prog="python -m utils.tools.workshop_check",
-        description="Check, offline, that this machine is ready to teach the course.")
-    parser.add_argument("--images", type=int, default=10,
-                        help="how many images the quick speed test uses (default: 10)")
+        description="Check, offline, that this machine is ready to teach the course.",
+    )
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=10,
+        help="how many images the quick speed test uses (default: 10)",
+    )
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error("--images must be at least 1")
     config = get_config()
     context = Context(config=config, timing_images=args.images)
-    print(f"Workshop check: COURSE_NUM_IMAGES={config.num_images}, model {config.model}, "
-          f"images from {config.data_dir or config.dataset} (no network used)", flush=True)
+    print(
+        f"Workshop check: COURSE_NUM_IMAGES={config.num_images}, model {config.model}, "
+        f"images from {config.data_dir or config.dataset} (no network used)",
+        flush=True,
+    )
     results = run_checks(context)
     failed = [r.name for r in results if r.status == "FAIL"]
     if failed:

@@ -40,20 +40,23 @@ def say(message: str) -> None:
     """Print one of the job's own lines on stdout (progress and errors go to stderr)."""
     print(f"segment: {message}", flush=True)
 
-INDEX_SCHEMA = pa.schema([
-    ("image_id", pa.string()),         # path relative to SOURCE, with "/" separators
-    ("source_path", pa.string()),      # absolute path of the input file
-    ("status", pa.string()),           # "ok" or "rejected"
-    ("reason", pa.string()),           # why it was rejected ("" when ok)
-    ("note", pa.string()),             # what was done to an accepted image, e.g. "animated GIF..."
-    ("height", pa.int32()),            # of the image as displayed = of the mask (null if unknown)
-    ("width", pa.int32()),
-    ("top_classes", pa.list_(pa.string())),   # the TOP_K largest classes, largest first
-    ("top_shares", pa.list_(pa.float32())),   # their share of the pixels
-    ("mask_path", pa.string()),        # relative to the output folder (null when rejected)
-    ("source_bytes", pa.int64()),      # size and modification time of the input when it was
-    ("source_mtime_ns", pa.int64()),   # processed: a changed file is processed again on resume
-])
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),  # path relative to SOURCE, with "/" separators
+        ("source_path", pa.string()),  # absolute path of the input file
+        ("status", pa.string()),  # "ok" or "rejected"
+        ("reason", pa.string()),  # why it was rejected ("" when ok)
+        ("note", pa.string()),  # what was done to an accepted image, e.g. "animated GIF..."
+        ("height", pa.int32()),  # of the image as displayed = of the mask (null if unknown)
+        ("width", pa.int32()),
+        ("top_classes", pa.list_(pa.string())),  # the TOP_K largest classes, largest first
+        ("top_shares", pa.list_(pa.float32())),  # their share of the pixels
+        ("mask_path", pa.string()),  # relative to the output folder (null when rejected)
+        ("source_bytes", pa.int64()),  # size and modification time of the input when it was
+        ("source_mtime_ns", pa.int64()),  # processed: a changed file is processed again on resume
+    ]
+)
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -123,8 +126,13 @@ def remove_temporary_files(folder: Path) -> int:
 def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     """Index rows (dicts with the `INDEX_SCHEMA` columns) as an Arrow table."""
     rows = list(rows)
-    return pa.table({field.name: pa.array([row.get(field.name) for row in rows], field.type)
-                     for field in INDEX_SCHEMA}, schema=INDEX_SCHEMA)
+    return pa.table(
+        {
+            field.name: pa.array([row.get(field.name) for row in rows], field.type)
+            for field in INDEX_SCHEMA
+        },
+        schema=INDEX_SCHEMA,
+    )
 
 
 def table_bytes(table: pa.Table) -> bytes:
@@ -157,8 +165,7 @@ class ResultWriter:
         if row["status"] == OK:
             write_atomic(self.out / row["mask_path"], mask_png)
         self.pending.append(row)  # only after its mask is complete on disk
-        if (len(self.pending) >= FLUSH_ROWS
-                or time.monotonic() - self.last_flush > FLUSH_SECONDS):
+        if len(self.pending) >= FLUSH_ROWS or time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:

@@ -9,7 +9,7 @@ For each file under SOURCE (searched recursively) the job writes exactly one of:
   (lossless), the size of the image as displayed;
 - a rejection: the file is not a usable image, and the index says why.
 
-`DIR/index.parquet` has one row per input file (see `utils.segment_io.INDEX_SCHEMA`), and
+`DIR/index.parquet` has one row per input file (see `files.INDEX_SCHEMA`), and
 `DIR/previews/` overlays for the first few images. The summary reconciles
 `inputs = written + rejected`; the exit code is 0 when it holds, 1 when it does not (or the
 pipeline failed), 2 for a usage error found before any work starts (missing or empty
@@ -17,7 +17,7 @@ SOURCE, unknown model, DIR not writable), and 130 after Ctrl-C.
 
 How it survives failures:
 
-- Bad input: each file is checked in the read stage (`utils.segment_io.inspect_image`);
+- Bad input: each file is checked in the read stage (`utils.images.inspect_image`);
   a bad file becomes a rejection row, never an exception in a batch. A batch the model
   cannot process is retried image by image, so one bad image cannot take others with it.
 - Killed workers: Ray Data restarts dead actors and retries their batches. Masks and
@@ -69,29 +69,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m utils.segment",
         description="Segment every image under SOURCE (recursively) with SegFormer on Ray Data; "
-                    "write one PNG mask per image and a Parquet index to --out.")
+        "write one PNG mask per image and a Parquet index to --out.",
+    )
     parser.add_argument("source", type=Path, help="folder of images (searched recursively)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder (created); run again with the same arguments "
-                             "to resume")
-    parser.add_argument("--model", default=config.model,
-                        help=f"hub model id or local folder (default: COURSE_MODEL or "
-                             f"{DEFAULT_MODEL})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (created); run again with the same arguments to resume",
+    )
+    parser.add_argument(
+        "--model",
+        default=config.model,
+        help=f"hub model id or local folder (default: COURSE_MODEL or {DEFAULT_MODEL})",
+    )
     # On a CPU, throughput hardly changes with the batch size (notebook 08), but the model
     # actor's working memory grows with it (about 140 MB per image, measured on the course's
     # photos).
-    parser.add_argument("--batch-size", type=_positive, default=4,
-                        help="images per model call (default 4; larger batches use more "
-                             "memory, and help mostly on a GPU)")
-    parser.add_argument("--actors", type=_positive, default=None,
-                        help="model replicas (default: one per GPU, else CPUs - 1)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=config.device,
-                        help="auto uses GPUs when the Ray cluster has them (default: "
-                             "COURSE_DEVICE or auto)")
-    parser.add_argument("--preview", type=_non_negative, default=4, metavar="N",
-                        help="write overlay previews of the first N images (default 4)")
-    parser.add_argument("--dashboard", action="store_true",
-                        help="start Ray's dashboard (on 127.0.0.1 only)")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=4,
+        help="images per model call (default 4; larger batches use more "
+        "memory, and help mostly on a GPU)",
+    )
+    parser.add_argument(
+        "--actors",
+        type=_positive,
+        default=None,
+        help="model replicas (default: one per GPU, else CPUs - 1)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=config.device,
+        help="auto uses GPUs when the Ray cluster has them (default: COURSE_DEVICE or auto)",
+    )
+    parser.add_argument(
+        "--preview",
+        type=_non_negative,
+        default=4,
+        metavar="N",
+        help="write overlay previews of the first N images (default 4)",
+    )
+    parser.add_argument(
+        "--dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1 only)"
+    )
     return parser.parse_args(argv)
 
 
@@ -145,8 +168,9 @@ def check_out(out: Path) -> Path:
         probe = sio.write_atomic(out / f".write-test-{os.getpid()}", b"")
         probe.unlink()
     except OSError as error:
-        raise UsageError(f"output folder {out} cannot be written "
-                         f"({error.strerror or type(error).__name__})") from None
+        raise UsageError(
+            f"output folder {out} cannot be written ({error.strerror or type(error).__name__})"
+        ) from None
     return out.resolve()
 
 
@@ -154,12 +178,14 @@ def load_job_model(name: str) -> tuple[Any, Any, str]:
     """`(model, image_processor, description)` on the CPU, or `UsageError` for an unknown model.
 
     Same rules as `utils.load_model` (safetensors only, no remote code, a local folder or a
-    hub id), with one difference: offline, only the DEFAULT model falls back to the random-
-    weight stand-in (with its banner). A model you name explicitly that is neither a folder
-    nor in the local cache is an error, not a silent stand-in producing meaningless masks.
+    hub id, the local cache when the hub cannot be used): the DEFAULT model falls back to the
+    random-weight stand-in (with its banner) when it cannot be loaded. A model you name
+    explicitly is loaded by `utils.model.load_named_model`, which never falls back: if it is
+    neither a folder, nor on a reachable hub, nor in the local cache, that is an error, not a
+    silent stand-in producing meaningless masks.
     """
-    from utils.hub import hub_unavailable_reason
-    from utils.model import _from_pretrained, is_offline_model, load_model
+    from utils.hub import SourceUnavailableError
+    from utils.model import is_offline_model, load_model, load_named_model
 
     config = dataclasses.replace(get_config(), model=name)
     folder = Path(name).expanduser()
@@ -169,29 +195,26 @@ def load_job_model(name: str) -> tuple[Any, Any, str]:
     if not folder.is_dir() and looks_like_path:
         raise UsageError(f"model folder {name} does not exist")
     try:
-        if folder.is_dir() or name == DEFAULT_MODEL:
+        if name == DEFAULT_MODEL and not folder.is_dir():
             model, processor = load_model(config, device="cpu")
         else:
-            reason = hub_unavailable_reason(config)
-            if reason is None:
-                model, processor = load_model(config, device="cpu")
-            else:
-                try:
-                    model, processor = _from_pretrained(name, local_only=True)
-                except OSError:
-                    raise UsageError(
-                        f"unknown model {name!r}: {reason} and it is not in the local cache "
-                        f"(only the default model {DEFAULT_MODEL} has an offline stand-in)"
-                    ) from None
-                model = model.eval()
-    except UsageError:
-        raise
-    except Exception as error:  # noqa: BLE001 - repository not found, not a SegFormer, ...
+            model, processor = load_named_model(name, config)
+            model = model.eval()
+    except SourceUnavailableError as error:
+        hint = (
+            ""
+            if folder.is_dir()
+            else (f" (only the default model {DEFAULT_MODEL} has an offline stand-in)")
+        )
+        raise UsageError(f"unknown model {name!r}: {error}{hint}") from None
+    except Exception as error:  # noqa: BLE001 - not a SegFormer, a broken folder, ...
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UsageError(f"unknown model {name!r} ({type(error).__name__}: {first_line})") \
-            from None
-    description = ("offline stand-in (random weights)" if is_offline_model(model)
-                   else str(model.config.name_or_path or name))
+        raise UsageError(f"unknown model {name!r} ({type(error).__name__}: {first_line})") from None
+    description = (
+        "offline stand-in (random weights)"
+        if is_offline_model(model)
+        else str(model.config.name_or_path or name)
+    )
     return model, processor, description
 
 
@@ -206,8 +229,10 @@ def check_manifest(out: Path, manifest: dict[str, str]) -> None:
         return  # unreadable: it is rewritten below
     for key in ("source", "model"):
         if previous.get(key) != manifest[key]:
-            raise UsageError(f"{out} holds results for {key} {previous.get(key)!r}, not "
-                             f"{manifest[key]!r}; use another --out folder")
+            raise UsageError(
+                f"{out} holds results for {key} {previous.get(key)!r}, not "
+                f"{manifest[key]!r}; use another --out folder"
+            )
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -218,8 +243,10 @@ def run(args: argparse.Namespace) -> int:
     source = check_source(args.source)
     inputs, hidden = list_files(source, exclude=[args.out.expanduser()])
     if not inputs:
-        raise UsageError(f"source folder {source} has no files"
-                         + (f" ({hidden} hidden entries skipped)" if hidden else ""))
+        raise UsageError(
+            f"source folder {source} has no files"
+            + (f" ({hidden} hidden entries skipped)" if hidden else "")
+        )
     out = check_out(args.out)
     if args.device == "cuda" and not get_config().ray_address:
         import torch
@@ -238,10 +265,14 @@ def run(args: argparse.Namespace) -> int:
         if image_id in by_id and is_done(row, by_id[image_id], out):
             done[image_id] = row
     todo = [(image_id, path) for image_id, path in inputs if image_id not in done]
-    sio.write_atomic(out / MANIFEST_FILE, json.dumps(
-        {**manifest, "model_loaded": model_description}, indent=2).encode())
-    say(f"{len(inputs)} input files under {source}"
-        + (f" ({hidden} hidden entries skipped)" if hidden else ""))
+    sio.write_atomic(
+        out / MANIFEST_FILE,
+        json.dumps({**manifest, "model_loaded": model_description}, indent=2).encode(),
+    )
+    say(
+        f"{len(inputs)} input files under {source}"
+        + (f" ({hidden} hidden entries skipped)" if hidden else "")
+    )
     say(f"model {args.model} ({model_description})")
     if done:
         say(f"resuming: {len(done)} files already done, {len(todo)} to go")
@@ -257,17 +288,23 @@ def run(args: argparse.Namespace) -> int:
         except UsageError:
             raise
         except Exception as error:  # noqa: BLE001 - report it; what was written stays valid
-            print(f"segment: the pipeline failed ({type(error).__name__}: {error}); "
-                  f"{len(results)} results were saved, run again to resume", file=sys.stderr)
+            print(
+                f"segment: the pipeline failed ({type(error).__name__}: {error}); "
+                f"{len(results)} results were saved, run again to resume",
+                file=sys.stderr,
+            )
             return EXIT_INCOMPLETE
         finally:
             writer.flush()
             shutdown_ray()
     if interrupted:
         written = sum(1 for row in results.values() if row["status"] == sio.OK)
-        print(f"\nsegment: interrupted after {len(results)} of {len(todo)} files this run "
-              f"({written} masks written, all complete). Run the same command again to "
-              "resume.", file=sys.stderr)
+        print(
+            f"\nsegment: interrupted after {len(results)} of {len(todo)} files this run "
+            f"({written} masks written, all complete). Run the same command again to "
+            "resume.",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
     final = {**done, **results}
@@ -276,8 +313,7 @@ def run(args: argparse.Namespace) -> int:
     for shard in (out / sio.PARTS_DIR).glob("*.parquet"):
         shard.unlink(missing_ok=True)  # all of them are in the index now
     write_previews(rows, out, args.preview)
-    return summarise(inputs, final, done, out, time.perf_counter() - started,
-                     ran=len(results))
+    return summarise(inputs, final, done, out, time.perf_counter() - started, ran=len(results))
 
 
 def is_done(row: Mapping[str, Any], path: Path, out: Path) -> bool:
@@ -289,8 +325,11 @@ def is_done(row: Mapping[str, Any], path: Path, out: Path) -> bool:
         return False
     if row.get("status") == sio.REJECTED:
         return not str(row.get("reason", "")).startswith(sio.RETRIED_REJECTIONS)
-    return row.get("status") == sio.OK and bool(row.get("mask_path")) \
+    return (
+        row.get("status") == sio.OK
+        and bool(row.get("mask_path"))
         and (out / row["mask_path"]).is_file()
+    )
 
 
 def load_previous_rows(out: Path) -> dict[str, dict[str, Any]]:
@@ -303,8 +342,11 @@ def load_previous_rows(out: Path) -> dict[str, dict[str, Any]]:
             for row in sio.read_rows(file):
                 rows[row["image_id"]] = row
         except Exception as error:  # noqa: BLE001 - an unreadable file only costs redoing work
-            print(f"segment: ignoring {file.name} ({type(error).__name__}); its images are "
-                  "done again", file=sys.stderr)
+            print(
+                f"segment: ignoring {file.name} ({type(error).__name__}); its images are "
+                "done again",
+                file=sys.stderr,
+            )
     return rows
 
 
@@ -317,12 +359,13 @@ def write_previews(rows: list[dict[str, Any]], out: Path, n: int) -> list[Path]:
         return []
     from PIL import Image
 
+    from utils.masks import read_mask
     from utils.visualisation import overlay
 
     written = []
     for row in [r for r in rows if r["status"] == sio.OK][:n]:
         found = inspect_image(row["source_path"])
-        mask = sio.read_mask(out / row["mask_path"])
+        mask = read_mask(out / row["mask_path"])
         if not found.ok or found.image.size != (mask.shape[1], mask.shape[0]):
             continue  # the file changed since; the index row stands, the preview is skipped
         picture = Image.fromarray(overlay(found.image, mask.astype(np.int64)))
@@ -334,21 +377,34 @@ def write_previews(rows: list[dict[str, Any]], out: Path, n: int) -> list[Path]:
     return written
 
 
-def summarise(inputs: list[tuple[str, Path]], final: Mapping[str, Mapping[str, Any]],
-              done: Mapping[str, Any], out: Path, seconds: float, ran: int) -> int:
+def summarise(
+    inputs: list[tuple[str, Path]],
+    final: Mapping[str, Mapping[str, Any]],
+    done: Mapping[str, Any],
+    out: Path,
+    seconds: float,
+    ran: int,
+) -> int:
     """Print the summary; return 0 when `inputs = written + rejected` holds, else 1."""
     ids = [image_id for image_id, _ in inputs]
-    written = [i for i in ids if i in final and final[i]["status"] == sio.OK
-               and (out / final[i]["mask_path"]).is_file()]
+    written = [
+        i
+        for i in ids
+        if i in final and final[i]["status"] == sio.OK and (out / final[i]["mask_path"]).is_file()
+    ]
     rejected = [i for i in ids if i in final and final[i]["status"] == sio.REJECTED]
     accounted = set(written) | set(rejected)
     missing = [i for i in ids if i not in accounted]
     print()
-    print(f"Summary: {len(ids)} inputs = {len(written)} written + {len(rejected)} rejected"
-          + ("" if not missing else f" + {len(missing)} MISSING"))
+    print(
+        f"Summary: {len(ids)} inputs = {len(written)} written + {len(rejected)} rejected"
+        + ("" if not missing else f" + {len(missing)} MISSING")
+    )
     print(f"  this run: {ran} files in {seconds:.1f} s; skipped as already done: {len(done)}")
-    for title, chosen, column in (("rejected", rejected, "reason"),
-                                  ("notes", [i for i in written if final[i].get("note")], "note")):
+    for title, chosen, column in (
+        ("rejected", rejected, "reason"),
+        ("notes", [i for i in written if final[i].get("note")], "note"),
+    ):
         if chosen:
             print(f"  {title}:")
             for image_id in chosen[:SUMMARY_LINES]:
@@ -358,8 +414,10 @@ def summarise(inputs: list[tuple[str, Path]], final: Mapping[str, Mapping[str, A
     print(f"  index: {out / sio.INDEX_FILE}")
     print(f"  masks: {out / 'masks'}")
     if missing:
-        print(f"segment: INCOMPLETE: {len(missing)} inputs have neither a mask nor a "
-              f"rejection, e.g. {missing[:3]}", file=sys.stderr)
+        print(
+            f"segment: INCOMPLETE: {len(missing)} inputs have neither a mask nor a "
+            f"rejection, e.g. {missing[:3]}",
+            file=sys.stderr,
+        )
         return EXIT_INCOMPLETE
     return EXIT_OK
-

@@ -36,9 +36,21 @@ def read_batch(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     Paths arrive as bytes (a file name need not be valid UTF-8; Arrow strings must be).
     Accepted images travel as raw RGB bytes plus their size (any size, no padding).
     """
-    columns: dict[str, list] = {name: [] for name in
-                                ("image_id", "path", "status", "reason", "note", "height",
-                                 "width", "pixels", "source_bytes", "source_mtime_ns")}
+    columns: dict[str, list] = {
+        name: []
+        for name in (
+            "image_id",
+            "path",
+            "status",
+            "reason",
+            "note",
+            "height",
+            "width",
+            "pixels",
+            "source_bytes",
+            "source_mtime_ns",
+        )
+    }
     for image_id, path in zip(batch["image_id"], batch["path"]):
         path = os.fsdecode(bytes(path))  # bytes: any file name survives the trip through Arrow
         try:
@@ -55,7 +67,8 @@ def read_batch(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         columns["pixels"].append(found.image.tobytes() if found.ok else b"")
         columns["source_bytes"].append(-1 if found.source_bytes is None else found.source_bytes)
         columns["source_mtime_ns"].append(
-            -1 if found.source_mtime_ns is None else found.source_mtime_ns)
+            -1 if found.source_mtime_ns is None else found.source_mtime_ns
+        )
     return {name: _column(values) for name, values in columns.items()}
 
 
@@ -104,8 +117,12 @@ class Segmenter:
         status = list(batch["status"])
         reason = list(batch["reason"])
         accepted = [i for i, s in enumerate(status) if s == sio.OK]
-        images = [Image.frombytes("RGB", (int(batch["width"][i]), int(batch["height"][i])),
-                                  batch["pixels"][i]) for i in accepted]
+        images = [
+            Image.frombytes(
+                "RGB", (int(batch["width"][i]), int(batch["height"][i])), batch["pixels"][i]
+            )
+            for i in accepted
+        ]
         maps = self._predict(images)
         masks: list[bytes] = [b""] * len(status)
         tops: list[str] = ["[[], []]"] * len(status)
@@ -114,15 +131,21 @@ class Segmenter:
                 status[i], reason[i] = sio.REJECTED, result
                 continue
             masks[i] = encode_mask(result)
-            top = class_shares(result)[:sio.TOP_K]
+            top = class_shares(result)[: sio.TOP_K]
             names = [str(self.id2label.get(k, f"class {k}")).strip() for k, _ in top]
             tops[i] = json.dumps([names, [round(share, 4) for _, share in top]])
         return {
-            "image_id": batch["image_id"], "path": batch["path"],
-            "status": _column(status), "reason": _column(reason), "note": batch["note"],
-            "height": batch["height"], "width": batch["width"],
-            "source_bytes": batch["source_bytes"], "source_mtime_ns": batch["source_mtime_ns"],
-            "top": _column(tops), "mask_png": _column(masks),
+            "image_id": batch["image_id"],
+            "path": batch["path"],
+            "status": _column(status),
+            "reason": _column(reason),
+            "note": batch["note"],
+            "height": batch["height"],
+            "width": batch["width"],
+            "source_bytes": batch["source_bytes"],
+            "source_mtime_ns": batch["source_mtime_ns"],
+            "top": _column(tops),
+            "mask_png": _column(masks),
         }
 
     def _predict(self, images: list) -> list:
@@ -139,20 +162,30 @@ class Segmenter:
             results: list = []
             for image in images:
                 try:
-                    results.extend(predict(self.model, self.image_processor, [image],
-                                           device=self.device))
+                    results.extend(
+                        predict(self.model, self.image_processor, [image], device=self.device)
+                    )
                 except Exception as error:  # noqa: BLE001
                     results.append(f"the model failed on it ({type(error).__name__}: {error})")
             return results
 
 
-def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.Namespace,
-                 writer: ResultWriter, results: dict[str, dict[str, Any]]) -> None:
+def run_pipeline(
+    todo: list[tuple[str, Path]],
+    model,
+    processor,
+    args: argparse.Namespace,
+    writer: ResultWriter,
+    results: dict[str, dict[str, Any]],
+) -> None:
     """Segment `todo` on Ray Data; write each result through `writer` as it arrives."""
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     if os.environ["RAY_AUTH_MODE"] != "token":
-        print(f"segment: warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']} turns Ray's token "
-              "authentication off", file=sys.stderr)
+        print(
+            f"segment: warning: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']} turns Ray's token "
+            "authentication off",
+            file=sys.stderr,
+        )
     import ray
 
     from utils.cluster import course_runtime_env
@@ -162,11 +195,15 @@ def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.
     runtime_env = course_runtime_env() if cluster else None
     for attempt in (1, 2):
         try:
-            ray.init(runtime_env=runtime_env, logging_level=logging.WARNING,
-                     include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
-                     **local_object_store())
+            ray.init(
+                runtime_env=runtime_env,
+                logging_level=logging.WARNING,
+                include_dashboard=args.dashboard,
+                dashboard_host="127.0.0.1",
+                **local_object_store(),
+            )
             break
-        except Exception as error:  # noqa: BLE001 - e.g. a raylet slow to start on a busy host
+        except Exception as error:  # e.g. a raylet slow to start on a busy host
             ray.shutdown()
             if attempt == 2 or cluster:
                 raise
@@ -179,28 +216,43 @@ def run_pipeline(todo: list[tuple[str, Path]], model, processor, args: argparse.
 
     resources = ray.cluster_resources()
     cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    say(f"Ray {ray.__version__} on {cluster or 'a local instance'}: {cpus:g} CPU(s), "
-        f"{gpus:g} GPU(s)")
-    largest_node = max((node["Resources"].get("CPU", 0) for node in ray.nodes()
-                        if node["Alive"]), default=cpus)
+    say(
+        f"Ray {ray.__version__} on {cluster or 'a local instance'}: {cpus:g} CPU(s), "
+        f"{gpus:g} GPU(s)"
+    )
+    largest_node = max(
+        (node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=cpus
+    )
     plan = plan_actors(cpus, gpus, largest_node, args.device, args.actors)
     batch_size = min(args.batch_size, len(todo))
-    say(f"{len(todo)} files to do; {plan.actors} model actor(s) on "
+    say(
+        f"{len(todo)} files to do; {plan.actors} model actor(s) on "
         f"{f'{plan.gpus:g} GPU' if plan.gpus else f'{plan.cpus:g} CPU(s)'} each, "
-        f"batches of {batch_size}")
+        f"batches of {batch_size}"
+    )
 
     items = [{"image_id": image_id, "path": os.fsencode(path)} for image_id, path in todo]
     model_ref = ray.put(model)  # held here for the whole run, so restarted actors can fetch it
     dataset = (
         ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch_size))
-        .map_batches(Reader, batch_size=batch_size, num_cpus=READ_CPUS,
-                     compute=ray.data.ActorPoolStrategy(size=1))
-        .map_batches(Segmenter, batch_size=batch_size,
-                     compute=ray.data.ActorPoolStrategy(size=plan.actors),
-                     num_cpus=plan.cpus, num_gpus=plan.gpus,
-                     fn_constructor_kwargs={"model_ref": model_ref,
-                                            "image_processor": processor,
-                                            "use_gpu": plan.gpus > 0})
+        .map_batches(
+            Reader,
+            batch_size=batch_size,
+            num_cpus=READ_CPUS,
+            compute=ray.data.ActorPoolStrategy(size=1),
+        )
+        .map_batches(
+            Segmenter,
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            num_cpus=plan.cpus,
+            num_gpus=plan.gpus,
+            fn_constructor_kwargs={
+                "model_ref": model_ref,
+                "image_processor": processor,
+                "use_gpu": plan.gpus > 0,
+            },
+        )
     )
     progress = Progress(len(todo))
     rejected = 0
@@ -226,8 +278,9 @@ class ActorPlan:
     gpus: float
 
 
-def plan_actors(cpus: float, gpus: float, largest_node_cpus: float, device: str,
-                actors: int | None) -> ActorPlan:
+def plan_actors(
+    cpus: float, gpus: float, largest_node_cpus: float, device: str, actors: int | None
+) -> ActorPlan:
     """Model actors for a cluster with `cpus` and `gpus` in all (`actors`: the user's count).
 
     With GPUs (unless `device` is cpu), one actor per GPU by default, each with a share that
@@ -255,11 +308,15 @@ def result_row(batch: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
     height, width = int(batch["height"][i]), int(batch["width"][i])
     size, mtime = int(batch["source_bytes"][i]), int(batch["source_mtime_ns"][i])
     return {
-        "image_id": image_id, "source_path": str(batch["path"][i]),
-        "status": str(batch["status"][i]), "reason": str(batch["reason"][i]),
+        "image_id": image_id,
+        "source_path": str(batch["path"][i]),
+        "status": str(batch["status"][i]),
+        "reason": str(batch["reason"][i]),
         "note": str(batch["note"][i]),
-        "height": height or None, "width": width or None,
-        "top_classes": names, "top_shares": shares,
+        "height": height or None,
+        "width": width or None,
+        "top_classes": names,
+        "top_shares": shares,
         "mask_path": sio.mask_relpath(image_id) if ok else None,
         "source_bytes": None if size < 0 else size,
         "source_mtime_ns": None if mtime < 0 else mtime,
@@ -310,11 +367,16 @@ class Progress:
         self.last_line = now
         since, at = self.first
         rate = (done - at) / (now - since) if now > since and done > at else None
-        line = tqdm.format_meter(done, self.total, now - since, unit="image", rate=rate,
-                                 ascii=True, postfix=f"rejected={rejected}")
+        line = tqdm.format_meter(
+            done,
+            self.total,
+            now - since,
+            unit="image",
+            rate=rate,
+            ascii=True,
+            postfix=f"rejected={rejected}",
+        )
         print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
         self.bar.close()
-
-
