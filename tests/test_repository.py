@@ -93,3 +93,21 @@ def test_a_deprecated_call_made_by_the_course_fails_the_tests():
         exec(compile(code, "course_module.py", "exec"), {"__name__": "utils.inference"})
     with pytest.warns(DeprecationWarning, match="old API"):
         exec(compile(code, "library_module.py", "exec"), {"__name__": "somelibrary.module"})
+
+
+def test_importing_utils_imports_no_heavy_library_until_a_helper_is_used():
+    """A Ray worker that needs only `utils.inference` must not pay for datasets, transformers
+    and matplotlib; every exported helper still resolves, to the module that defines it."""
+    code = (
+        "import sys, utils\n"
+        "heavy = ('torch', 'datasets', 'transformers', 'matplotlib', 'pandas')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "import utils.inference\n"
+        "print(sorted(m for m in ('datasets', 'transformers', 'matplotlib') if m in sys.modules))\n"
+        "print(sorted(utils.__all__) == sorted(utils._HELPERS))\n"
+        "print(all(getattr(utils, n).__module__ == 'utils.' + m for n, m in utils._HELPERS.items()"
+        " if hasattr(getattr(utils, n), '__module__')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:4] == ["[]", "[]", "True", "True"], result.stdout
