@@ -1,5 +1,6 @@
 """The repository itself: pinned environments agree, notebooks are clean, code is linted."""
 
+import ast
 import json
 import re
 import shutil
@@ -111,3 +112,53 @@ def test_importing_utils_imports_no_heavy_library_until_a_helper_is_used():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:4] == ["[]", "[]", "True", "True"], result.stdout
+
+
+def utils_sources() -> dict[str, str]:
+    return {
+        path.relative_to(ROOT).as_posix(): path.read_text()
+        for path in sorted((ROOT / "utils").rglob("*.py"))
+    }
+
+
+def test_settings_are_read_from_the_environment_in_config_only():
+    """COURSE_*, RAY_ADDRESS and HF_* are parsed once, in utils/config.py; elsewhere code asks
+    `get_config()` (cluster.py forwards the environment to workers without parsing it)."""
+    read = re.compile(
+        r"(environ(\.get)?[\[(]|getenv\()\s*[\"'](COURSE_|RAY_ADDRESS|HF_|TRANSFORMERS_)"
+    )
+    found = [
+        f"{name}: {line.strip()}"
+        for name, text in utils_sources().items()
+        if name != "utils/config.py"
+        for line in text.splitlines()
+        if read.search(line)
+    ]
+    assert not found, found
+
+
+def test_no_module_imports_another_modules_private_names():
+    """Private names (`_name`) stay inside their module; private modules (`_upsample`) are
+    imported by the public module that fronts them."""
+    found = [
+        f"{name}: from {node.module} import {alias.name}"
+        for name, text in utils_sources().items()
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.ImportFrom)
+        and (node.level > 0 or (node.module or "").split(".")[0] == "utils")
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    ]
+    assert not found, found
+
+
+def test_the_readme_lists_every_module_of_utils():
+    """The README's repository map names every module, so a newcomer finds each one there."""
+    readme = (ROOT / "README.md").read_text()
+    repository = readme[readme.index("## Repository") :]
+    missing = [
+        name
+        for name in utils_sources()
+        if not name.endswith("__init__.py") and Path(name).name not in repository
+    ]
+    assert not missing, missing
