@@ -25,7 +25,6 @@ import io
 import math
 import re
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,12 +234,13 @@ def check_ray(context: Context) -> Check:
     import ray
 
     from utils.cluster import course_runtime_env, describe_cluster
+    from utils.timing import Stopwatch
 
     name = "Ray"
-    start = time.perf_counter()
     try:
-        ray.init(runtime_env=course_runtime_env(), logging_level=logging.WARNING)
-        started = time.perf_counter() - start
+        with Stopwatch() as start_up:
+            ray.init(runtime_env=course_runtime_env(), logging_level=logging.WARNING)
+        started = start_up.seconds
         where = describe_cluster()
 
         @ray.remote(num_cpus=0.1)
@@ -249,8 +249,9 @@ def check_ray(context: Context) -> Check:
 
             return utils.__file__
 
-        ray.get(utils_location.remote(), timeout=180)
-        first_task = time.perf_counter() - start - started
+        with Stopwatch() as task:
+            ray.get(utils_location.remote(), timeout=180)
+        first_task = task.seconds
     except Exception as error:  # noqa: BLE001 - report any failure to start
         return Check(
             name,
