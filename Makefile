@@ -36,8 +36,11 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Containers and cloud VMs often run as root, which Jupyter refuses without --allow-root; the
+# server stays on 127.0.0.1 with token authentication either way.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(ALLOW_ROOT)
 
 test: test-unit test-notebooks test-ray
 
