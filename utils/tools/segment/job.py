@@ -180,12 +180,12 @@ def load_job_model(name: str) -> tuple[Any, Any, str]:
     Same rules as `utils.load_model` (safetensors only, no remote code, a local folder or a
     hub id, the local cache when the hub cannot be used): the DEFAULT model falls back to the
     random-weight stand-in (with its banner) when it cannot be loaded. A model you name
-    explicitly is loaded by `utils.model.load_named_model`, which never falls back: if it is
+    explicitly never falls back (`load_model` hands it to `load_named_model`): if it is
     neither a folder, nor on a reachable hub, nor in the local cache, that is an error, not a
     silent stand-in producing meaningless masks.
     """
-    from utils.hub import SourceUnavailableError
-    from utils.model import is_offline_model, load_model, load_named_model
+    from utils.hub import SourceUnavailableError, short_error
+    from utils.model import is_offline_model, load_model
 
     config = dataclasses.replace(get_config(), model=name)
     folder = Path(name).expanduser()
@@ -195,21 +195,16 @@ def load_job_model(name: str) -> tuple[Any, Any, str]:
     if not folder.is_dir() and looks_like_path:
         raise UsageError(f"model folder {name} does not exist")
     try:
-        if name == DEFAULT_MODEL and not folder.is_dir():
-            model, processor = load_model(config, device="cpu")
-        else:
-            model, processor = load_named_model(name, config)
-            model = model.eval()
+        model, processor = load_model(config, device="cpu")  # a named model never falls back
     except SourceUnavailableError as error:
         hint = (
             ""
             if folder.is_dir()
-            else (f" (only the default model {DEFAULT_MODEL} has an offline stand-in)")
+            else f" (only the default model {DEFAULT_MODEL} has an offline stand-in)"
         )
         raise UsageError(f"unknown model {name!r}: {error}{hint}") from None
     except Exception as error:  # noqa: BLE001 - not a SegFormer, a broken folder, ...
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UsageError(f"unknown model {name!r} ({type(error).__name__}: {first_line})") from None
+        raise UsageError(f"unknown model {name!r} ({short_error(error)})") from None
     description = (
         "offline stand-in (random weights)"
         if is_offline_model(model)
