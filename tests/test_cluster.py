@@ -33,7 +33,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from helpers import photo
 
 from utils.cluster import (
     EXCLUDED_FROM_UPLOAD,
@@ -458,3 +460,100 @@ def test_a_driver_without_the_token_is_refused(cluster):
     output, _ = cluster.wrong_token_probe.communicate(timeout=180)
     assert "REFUSED" in output and "ACCEPTED" not in output, output[-3000:]
     assert "InvalidAuthToken" in output, output[-3000:]  # refused for its token, not its address
+
+
+# ---------------------------------------------------------------- the production job
+
+
+def job_command(source: Path, out: Path, *extra: str) -> list:
+    return [sys.executable, "-m", "utils.segment", source, "--out", out, "--preview", "0", *extra]
+
+
+def make_job_corpus(folder: Path, n: int) -> int:
+    """`n` small photos and one file that is not an image; returns the number of inputs."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        photo(96 + 8 * i, 64, seed=i).save(folder / f"scene_{i:02d}.jpg")
+    (folder / "notes.jpg").write_text("not an image")
+    return n + 1
+
+
+def job_masks(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("masks/*.png"))}
+
+
+@pytest.mark.cluster
+def test_the_job_runs_on_the_cluster_and_survives_a_lost_node(cluster, tmp_path):
+    """The job joins the cluster through RAY_ADDRESS: a normal run prints only its own lines;
+    then a second worker node joins, is stopped mid-run, and the job still ends complete,
+    with the same masks, each image once."""
+    source = tmp_path / "photos"
+    n_inputs = make_job_corpus(source, 12)
+
+    # 1. A normal run: every stage on the worker node (the head has no CPUs), quiet.
+    first = cluster.run(
+        job_command(source, tmp_path / "out1", "--batch-size", "2"),
+        env=cluster.client_env,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    printed = first.stdout + first.stderr
+    assert first.returncode == 0, cluster.log[-1]
+    assert f"on {cluster.address}: 2 node(s), {WORKER_CPUS} CPU(s)" in first.stdout, printed
+    assert f"Summary: {n_inputs} inputs = {n_inputs - 1} written + 1 rejected" in first.stdout
+    noise = [
+        line
+        for line in printed.splitlines()
+        if re.search(r"\b(ERROR|WARNING|Traceback)\b|\(raylet\)|core_worker", line)
+    ]
+    assert not noise, "a normal run printed Ray's log lines:\n" + "\n".join(noise)
+    reference = job_masks(tmp_path / "out1")
+    assert len(reference) == n_inputs - 1
+
+    # 2. A second worker node joins: one model actor per worker node (1.5 CPUs each).
+    spare = cluster.root / "spare"
+    cluster.start_node(
+        spare,
+        [
+            cluster.worker_python,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            f"--address={cluster.address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={WORKER_CPUS}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            *NODE_OPTIONS,
+        ],
+        env=cluster.worker_env,
+    )
+    out = tmp_path / "out2"
+    job = subprocess.Popen(
+        [str(a) for a in job_command(source, out, "--batch-size", "1")],
+        cwd=REPO,
+        env={**cluster.client_env, "COURSE_SEGMENT_DELAY_S": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while len(list(out.glob("masks/*.png"))) < 3:
+            assert job.poll() is None, job.communicate()
+            assert time.monotonic() < deadline, "the job wrote no masks on the 3-node cluster"
+            time.sleep(0.2)
+        lost = stop_cluster(spare)  # the node's raylet, object store and workers, mid-run
+        stdout, stderr = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert lost > 0
+    assert job.returncode == 0, stdout + stderr
+    assert "3 node(s)" in stdout and "2 model actor(s)" in stdout, stdout
+    assert f"Summary: {n_inputs} inputs = {n_inputs - 1} written + 1 rejected" in stdout, stdout
+    index = pd.read_parquet(out / "index.parquet")
+    assert sorted(index["image_id"]) == sorted(p.name for p in source.iterdir())  # each once
+    assert job_masks(out) == reference  # the same masks as the undisturbed run
+    assert not list(out.rglob(".*.tmp-*")) and not (out / ".model").exists()

@@ -478,14 +478,30 @@ def test_only_a_local_instance_gets_the_small_object_store(monkeypatch):
 def test_gpu_actors_get_shares_that_pack_onto_whole_gpus():
     from utils.tools.segment.pipeline import plan_actors
 
-    three_on_two = plan_actors(cpus=16, gpus=2, largest_node_cpus=8, device="auto", actors=3)
+    three_on_two = plan_actors([8, 8], gpus=2, device="auto", actors=3)
     assert three_on_two.actors == 3 and three_on_two.gpus == 0.5  # 0.67 would leave one waiting
-    assert plan_actors(16, 2, 8, "auto", None).gpus == 1.0  # one actor per GPU by default
-    assert plan_actors(16, 2, 8, "cpu", None).gpus == 0  # --device cpu ignores the GPUs
-    on_cpus = plan_actors(cpus=2, gpus=0, largest_node_cpus=2, device="auto", actors=None)
-    assert (on_cpus.actors, on_cpus.cpus, on_cpus.gpus) == (1, 1.5, 0)  # the reader keeps 0.5
+    assert plan_actors([8, 8], 2, "auto", None).gpus == 1.0  # one actor per GPU by default
+    assert plan_actors([8, 8], 2, "cpu", None).gpus == 0  # --device cpu ignores the GPUs
     with pytest.raises(sio.UsageError, match="no GPU"):
-        plan_actors(2, 0, 2, "cuda", None)
+        plan_actors([2], 0, "cuda", None)
+
+
+@pytest.mark.parametrize(
+    ("node_cpus", "actors", "plan"),
+    [
+        ([2], None, (1, 1.5)),  # the prepare tasks keep 0.5
+        ([8], None, (7, 7.5 / 7)),
+        ([0, 2, 2], None, (2, 1.5)),  # a head without CPUs; one actor per worker node
+        ([0, 2, 2], 1, (1, 1.5)),  # never more than one node has to give
+        ([4, 2], 3, (3, 5 / 3)),  # 3.5 + 1.5 CPUs to spare
+    ],
+)
+def test_cpu_actors_leave_every_node_room_for_the_prepare_tasks(node_cpus, actors, plan):
+    from utils.tools.segment.pipeline import PREPARE_CPUS, plan_actors
+
+    chosen = plan_actors(node_cpus, 0, "auto", actors)
+    assert (chosen.actors, chosen.cpus, chosen.gpus) == (*plan, 0)
+    assert chosen.cpus <= max(node_cpus) - PREPARE_CPUS
 
 
 def test_progress_is_a_bar_in_a_terminal_and_plain_lines_elsewhere():

@@ -13,12 +13,15 @@ from torch.overrides import TorchFunctionMode
 from ._upsample import upsample_argmax
 from .images import convert_image_to_rgb
 
+PREDICT_BATCH = 8  # images per forward pass inside `predict`: bounds its working memory
+
 
 def predict(
     model: torch.nn.Module,
     image_processor,
     images: Sequence[Image.Image],
     device: torch.device | str | None = None,
+    batch_size: int = PREDICT_BATCH,
 ) -> list[np.ndarray]:
     """Segment `images` and return one (height, width) class-id map per image.
 
@@ -29,21 +32,51 @@ def predict(
     thread count or batch split (see `ReproducibleConvolutions`), so a Ray worker and
     a plain loop agree bit for bit. Images of different sizes and modes may share a
     batch. `device` defaults to the model's device.
+
+    A long list is run `batch_size` images at a time: the scores of one forward pass take
+    about 140 MB per image on a CPU, so memory stays bounded however many images you pass.
     """
-    if not images:
+    maps: list[np.ndarray] = []
+    for start in range(0, len(images), batch_size):
+        pixel_values, sizes = preprocess(image_processor, images[start : start + batch_size])
+        maps += predict_preprocessed(model, pixel_values, sizes, device)
+    return maps
+
+
+def preprocess(
+    image_processor, images: Sequence[Image.Image]
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The model's input for `images` and each image's (height, width) as displayed.
+
+    The first half of `predict`, for a pipeline that prepares images on CPU workers and
+    runs the model elsewhere (the production job).
+    """
+    rgb = [convert_image_to_rgb(image) for image in images]
+    if not rgb:
+        return torch.empty(0, 3, 1, 1), []
+    pixel_values = image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+    return pixel_values, [(image.height, image.width) for image in rgb]
+
+
+def predict_preprocessed(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    sizes: Sequence[tuple[int, int]],
+    device: torch.device | str | None = None,
+) -> list[np.ndarray]:
+    """The second half of `predict`: one forward pass, then one map per (height, width)."""
+    if not len(sizes):
         return []
     device = torch.device(device) if device is not None else next(model.parameters()).device
     register_unpickled_model(model)
-    rgb = [convert_image_to_rgb(image) for image in images]
-    pixel_values = image_processor(images=rgb, return_tensors="pt")["pixel_values"]
     dtype = np.uint8 if model.config.num_labels <= 256 else np.int32
-    if len(rgb) == 1 and device.type == "cpu":  # see ReproducibleConvolutions
+    if len(sizes) == 1 and device.type == "cpu":  # see ReproducibleConvolutions
         pixel_values = pixel_values.repeat(2, 1, 1, 1)
     with torch.inference_mode(), ReproducibleConvolutions():
         logits = model(pixel_values=pixel_values.to(device)).logits
         return [
-            upsample_argmax(logits[i], (image.height, image.width)).cpu().numpy().astype(dtype)
-            for i, image in enumerate(rgb)
+            upsample_argmax(logits[i], (height, width)).cpu().numpy().astype(dtype)
+            for i, (height, width) in enumerate(sizes)
         ]
 
 

@@ -152,7 +152,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 class ResultWriter:
-    """Writes results as they arrive: the mask first, then its row into an index shard."""
+    """Saves index rows as they arrive, in small shards, so an interrupted run can resume.
+
+    A row reaches it only after its mask is complete on disk (the model actors write masks).
+    """
 
     def __init__(self, out: Path) -> None:
         self.out = out
@@ -161,10 +164,8 @@ class ResultWriter:
         self.run_tag = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         self.shards = 0
 
-    def add(self, row: dict[str, Any], mask_png: bytes) -> None:
-        if row["status"] == OK:
-            write_atomic(self.out / row["mask_path"], mask_png)
-        self.pending.append(row)  # only after its mask is complete on disk
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
         if len(self.pending) >= FLUSH_ROWS or time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
 

@@ -1,7 +1,7 @@
 """Segment every image under a folder with Ray Data: the course's pipeline as a production job.
 
     python -m utils.segment SOURCE --out DIR [--model M] [--batch-size N] [--actors N]
-                            [--device auto|cpu|cuda] [--preview N] [--dashboard]
+                            [--device auto|cpu|cuda] [--preview N] [--dashboard] [--verbose]
 
 For each file under SOURCE (searched recursively) the job writes exactly one of:
 
@@ -13,19 +13,26 @@ For each file under SOURCE (searched recursively) the job writes exactly one of:
 `DIR/previews/` overlays for the first few images. The summary reconciles
 `inputs = written + rejected`; the exit code is 0 when it holds, 1 when it does not (or the
 pipeline failed), 2 for a usage error found before any work starts (missing or empty
-SOURCE, unknown model, DIR not writable), and 130 after Ctrl-C.
+SOURCE, unknown model, DIR not writable, folders a cluster's nodes cannot see), 130 after
+Ctrl-C and 143 after SIGTERM.
+
+Where the work runs (`pipeline.py`): CPU tasks check, decode and preprocess the files; model
+actors run the model and write the masks; only index rows come back to this process. With
+RAY_ADDRESS set the job joins that cluster, and SOURCE and DIR must then be storage that
+every node sees at the same path (checked before the run starts).
 
 How it survives failures:
 
 - Bad input: each file is checked in the read stage (`utils.images.inspect_image`);
   a bad file becomes a rejection row, never an exception in a batch. A batch the model
   cannot process is retried image by image, so one bad image cannot take others with it.
-- Killed workers: Ray Data restarts dead actors and retries their batches. Masks and
-  index rows are written by this driver process only, once per image id, so a retried
-  batch cannot produce a duplicate.
-- Interruption: every file is written atomically (temporary name, then `os.replace`) and
-  the index is saved in small shards as results arrive. Run the same command again and it
-  skips every image whose mask exists and whose index row says ok, and does the rest.
+- Killed workers and lost nodes: Ray Data restarts dead actors and retries their batches.
+  A mask's path depends only on its image, so a retried batch rewrites the same file, and
+  this process keeps one index row per image id: no duplicates.
+- Interruption (Ctrl-C or SIGTERM): every file is written atomically (temporary name, then
+  `os.replace`), the index is saved in small shards as results arrive, and the index and
+  summary are written for what is done. Run the same command again and it skips every
+  image whose mask exists and whose index row says ok, and does the rest.
 
 Secure defaults: Ray's token authentication stays on (`RAY_AUTH_MODE=token` unless you
 set it otherwise); the dashboard is off unless `--dashboard`, and then listens on
@@ -40,6 +47,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -53,9 +61,15 @@ from utils.data import list_files
 from utils.images import inspect_image
 from utils.tools.segment import files as sio
 from utils.tools.segment.files import ResultWriter, UsageError, say
-from utils.tools.segment.pipeline import run_pipeline, shutdown_ray
+from utils.tools.segment.pipeline import (
+    MODEL_DIR,
+    Terminated,
+    run_pipeline,
+    shutdown_ray,
+    stop_on_sigterm,
+)
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 MANIFEST_FILE = "run.json"
 PREVIEWS_DIR = "previews"
 SUMMARY_LINES = 25  # rejections and notes listed in the summary (all are in the index)
@@ -115,6 +129,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1 only)"
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's own log lines and its workers' output (always kept in Ray's log files)",
+    )
     return parser.parse_args(argv)
 
 
@@ -135,14 +154,15 @@ def _non_negative(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the job; return the exit code (see the module docstring)."""
     args = parse_args(argv)
+    stop_on_sigterm()
     try:
         return run(args)
     except UsageError as error:
         print(f"segment: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # before the pipeline started: nothing was written yet
-        print("\nsegment: interrupted before any image was processed", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:  # before the pipeline started: nothing was written yet
+        print("\nsegment: stopped before any image was processed", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
 
 
 # --- checks before any work -------------------------------------------------------------------
@@ -273,13 +293,13 @@ def run(args: argparse.Namespace) -> int:
         say(f"resuming: {len(done)} files already done, {len(todo)} to go")
 
     results: dict[str, dict[str, Any]] = {}
-    interrupted = False
+    stopped: KeyboardInterrupt | None = None
     if todo:
         writer = ResultWriter(out)
         try:
             run_pipeline(todo, model, processor, args, writer, results)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+            stopped = stop
         except UsageError:
             raise
         except Exception as error:  # noqa: BLE001 - report it; what was written stays valid
@@ -292,21 +312,24 @@ def run(args: argparse.Namespace) -> int:
         finally:
             writer.flush()
             shutdown_ray()
-    if interrupted:
-        written = sum(1 for row in results.values() if row["status"] == sio.OK)
-        print(
-            f"\nsegment: interrupted after {len(results)} of {len(todo)} files this run "
-            f"({written} masks written, all complete). Run the same command again to "
-            "resume.",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+            shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
+            sio.remove_temporary_files(out)
 
     final = {**done, **results}
     rows = [final[image_id] for image_id, _ in inputs if image_id in final]
     sio.write_atomic(out / sio.INDEX_FILE, sio.table_bytes(sio.rows_to_table(rows)))
     for shard in (out / sio.PARTS_DIR).glob("*.parquet"):
         shard.unlink(missing_ok=True)  # all of them are in the index now
+    if stopped is not None:
+        signal_name = "SIGTERM" if isinstance(stopped, Terminated) else "Ctrl-C"
+        seconds = time.perf_counter() - started
+        summarise(inputs, final, done, out, seconds, ran=len(results), stopped=True)
+        print(
+            f"segment: stopped by {signal_name} after {len(results)} of {len(todo)} files "
+            "this run; every file written is complete. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED if isinstance(stopped, Terminated) else EXIT_INTERRUPTED
     write_previews(rows, out, args.preview)
     return summarise(inputs, final, done, out, time.perf_counter() - started, ran=len(results))
 
@@ -379,8 +402,12 @@ def summarise(
     out: Path,
     seconds: float,
     ran: int,
+    stopped: bool = False,
 ) -> int:
-    """Print the summary; return 0 when `inputs = written + rejected` holds, else 1."""
+    """Print the summary; return 0 when `inputs = written + rejected` holds, else 1.
+
+    After a stop (`stopped`), inputs not reached yet are counted as "not done", not missing.
+    """
     ids = [image_id for image_id, _ in inputs]
     written = [
         i
@@ -393,7 +420,7 @@ def summarise(
     print()
     print(
         f"Summary: {len(ids)} inputs = {len(written)} written + {len(rejected)} rejected"
-        + ("" if not missing else f" + {len(missing)} MISSING")
+        + ("" if not missing else f" + {len(missing)} {'not done' if stopped else 'MISSING'}")
     )
     print(f"  this run: {ran} files in {seconds:.1f} s; skipped as already done: {len(done)}")
     for title, chosen, column in (
@@ -408,7 +435,7 @@ def summarise(
                 print(f"    ... and {len(chosen) - SUMMARY_LINES} more (see the index)")
     print(f"  index: {out / sio.INDEX_FILE}")
     print(f"  masks: {out / 'masks'}")
-    if missing:
+    if missing and not stopped:
         print(
             f"segment: INCOMPLETE: {len(missing)} inputs have neither a mask nor a "
             f"rejection, e.g. {missing[:3]}",

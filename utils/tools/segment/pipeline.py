@@ -1,4 +1,12 @@
-"""The job's Ray Data pipeline: decode, predict and write masks on the workers."""
+"""The job's Ray Data pipeline: every stage runs on the workers, only index rows come back.
+
+    files (paths) -> prepare_batch (CPU tasks: check, decode, preprocess)
+                  -> Segmenter (model actors: forward pass, masks written into --out)
+                  -> index rows -> this driver (the index, the progress, the summary)
+
+The model reaches the actors as a checkpoint directory in the output folder, which on a
+cluster every node must see (`check_shared_storage` proves it before the run starts).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -25,32 +34,35 @@ from utils.tools.segment import files as sio
 from utils.tools.segment.files import ResultWriter, UsageError, say
 
 LOCAL_OBJECT_STORE_BYTES = 512 * 2**20  # ample for a few batches in flight; see local_object_store
-READ_CPUS = 0.5  # CPUs reserved by the reader actor (decoding is light next to the model)
+PREPARE_CPUS = 0.5  # CPUs each prepare task reserves (decoding is light next to the model)
+MODEL_DIR = ".model"  # the checkpoint the model actors load, inside the output folder
+INDEX_COLUMNS = (
+    "image_id",
+    "path",
+    "status",
+    "reason",
+    "note",
+    "height",
+    "width",
+    "source_bytes",
+    "source_mtime_ns",
+)
 
-# --- Ray Data ---------------------------------------------------------------------------------
+# --- the stages -------------------------------------------------------------------------------
 
 
-def read_batch(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Read stage: check and decode each file; bad ones become rejections, never exceptions.
+def prepare_batch(batch: Mapping[str, np.ndarray], image_processor: Any) -> dict[str, np.ndarray]:
+    """CPU stage: check, decode and preprocess each file; bad ones become rejections.
 
+    Runs as stateless Ray tasks, as many at once as there are CPUs to spare, on any node.
     Paths arrive as bytes (a file name need not be valid UTF-8; Arrow strings must be).
-    Accepted images travel as raw RGB bytes plus their size (any size, no padding).
+    Accepted images leave as the model's input (`pixels`, float32 bytes of `input_shape`),
+    so the model actors only run the model.
     """
-    columns: dict[str, list] = {
-        name: []
-        for name in (
-            "image_id",
-            "path",
-            "status",
-            "reason",
-            "note",
-            "height",
-            "width",
-            "pixels",
-            "source_bytes",
-            "source_mtime_ns",
-        )
-    }
+    from utils.inference import preprocess
+
+    columns: dict[str, list] = {name: [] for name in INDEX_COLUMNS}
+    images = []
     for image_id, path in zip(batch["image_id"], batch["path"]):
         path = os.fsdecode(bytes(path))  # bytes: any file name survives the trip through Arrow
         try:
@@ -64,21 +76,23 @@ def read_batch(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         columns["note"].append(found.note)
         columns["height"].append(found.height or 0)
         columns["width"].append(found.width or 0)
-        columns["pixels"].append(found.image.tobytes() if found.ok else b"")
-        columns["source_bytes"].append(-1 if found.source_bytes is None else found.source_bytes)
-        columns["source_mtime_ns"].append(
-            -1 if found.source_mtime_ns is None else found.source_mtime_ns
-        )
-    return {name: _column(values) for name, values in columns.items()}
+        columns["source_bytes"].append(_or_minus_one(found.source_bytes))
+        columns["source_mtime_ns"].append(_or_minus_one(found.source_mtime_ns))
+        images.append(found.image if found.ok else None)
+    accepted = [i for i, image in enumerate(images) if image is not None]
+    pixel_values, _ = preprocess(image_processor, [images[i] for i in accepted])
+    pixels, shapes = [b""] * len(images), ["[]"] * len(images)
+    for row, values in zip(accepted, pixel_values.numpy()):
+        pixels[row], shapes[row] = values.tobytes(), json.dumps(values.shape)
+    return {
+        **{name: _column(values) for name, values in columns.items()},
+        "pixels": _column(pixels),
+        "input_shape": _column(shapes),
+    }
 
 
-class Reader:
-    """Read stage on one long-lived actor. As tasks, each batch could land in a fresh worker
-    process (Ray retires idle workers beyond one per CPU within a second or so), and every
-    new worker pays for importing the course's libraries again."""
-
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return read_batch(batch)
+def _or_minus_one(value: int | None) -> int:
+    return -1 if value is None else value
 
 
 def _column(values: list) -> np.ndarray:
@@ -90,81 +104,82 @@ def _column(values: list) -> np.ndarray:
 
 
 class Segmenter:
-    """Model stage, one per actor: predict the accepted images of a batch, encode PNG masks."""
+    """Model stage, one per actor: run the model, write each mask, return the index rows.
 
-    def __init__(self, model_ref, image_processor, use_gpu: bool) -> None:
+    The actor loads the model from the checkpoint directory itself (nothing large travels in
+    its constructor arguments, so Ray can restart it anywhere), and writes masks atomically
+    where the index says they are: a batch retried after a failure rewrites the same files.
+    """
+
+    def __init__(self, checkpoint_dir: str, out: str, use_gpu: bool) -> None:
         import ray
         import torch
+        from ray.train import Checkpoint
+
+        from utils.labels import get_labels
+        from utils.predictor import load_checkpoint
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, round(cpus)))
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        # An ObjectRef inside fn_constructor_kwargs is passed as is: fetch the model here.
-        self.model = ray.get(model_ref).to(self.device).eval()
-        self.image_processor = image_processor
-        from utils.labels import get_labels
-
+        model, _ = load_checkpoint(Checkpoint.from_directory(checkpoint_dir))
+        self.model = model.to(self.device)
         self.id2label = dict(self.model.config.id2label or get_labels()[0])
+        self.out = Path(out)
         self.delay = get_config().segment_delay_s
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from PIL import Image
-
         from utils.masks import class_shares, encode_mask
 
         if self.delay:
             time.sleep(self.delay)
-        status = list(batch["status"])
-        reason = list(batch["reason"])
+        status, reason = list(batch["status"]), list(batch["reason"])
         accepted = [i for i, s in enumerate(status) if s == sio.OK]
-        images = [
-            Image.frombytes(
-                "RGB", (int(batch["width"][i]), int(batch["height"][i])), batch["pixels"][i]
-            )
-            for i in accepted
-        ]
-        maps = self._predict(images)
-        masks: list[bytes] = [b""] * len(status)
+        maps = self._predict(batch, accepted)
         tops: list[str] = ["[[], []]"] * len(status)
         for i, result in zip(accepted, maps):
             if isinstance(result, str):
                 status[i], reason[i] = sio.REJECTED, result
                 continue
-            masks[i] = encode_mask(result)
+            mask_path = self.out / sio.mask_relpath(str(batch["image_id"][i]))
+            sio.write_atomic(mask_path, encode_mask(result))
             top = class_shares(result)[: sio.TOP_K]
             names = [str(self.id2label.get(k, f"class {k}")).strip() for k, _ in top]
             tops[i] = json.dumps([names, [round(share, 4) for _, share in top]])
         return {
-            "image_id": batch["image_id"],
-            "path": batch["path"],
+            **{name: batch[name] for name in INDEX_COLUMNS},
             "status": _column(status),
             "reason": _column(reason),
-            "note": batch["note"],
-            "height": batch["height"],
-            "width": batch["width"],
-            "source_bytes": batch["source_bytes"],
-            "source_mtime_ns": batch["source_mtime_ns"],
             "top": _column(tops),
-            "mask_png": _column(masks),
         }
 
-    def _predict(self, images: list) -> list:
-        """One map per image; when the batch fails, each image alone (a failure: its reason).
+    def _predict(self, batch: Mapping[str, np.ndarray], rows: list[int]) -> list:
+        """One map per row; when the batch fails, each image alone (a failure: its reason).
 
-        `predict` gives the same mask whatever batch an image falls in (after a rejection,
-        or on resume), so retrying image by image changes no result.
+        An image gets the same mask whatever batch it falls in (after a rejection, or on
+        resume), so retrying image by image changes no result.
         """
-        from utils.inference import predict
+        import torch
+
+        from utils.inference import predict_preprocessed
+
+        def inputs(chosen: list[int]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+            arrays = [
+                np.frombuffer(batch["pixels"][i], np.float32).reshape(
+                    json.loads(batch["input_shape"][i])
+                )
+                for i in chosen
+            ]
+            sizes = [(int(batch["height"][i]), int(batch["width"][i])) for i in chosen]
+            return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0), sizes
 
         try:
-            return predict(self.model, self.image_processor, images, device=self.device)
+            return predict_preprocessed(self.model, *inputs(rows), device=self.device)
         except Exception:  # noqa: BLE001 - find the culprit image by image
             results: list = []
-            for image in images:
+            for row in rows:
                 try:
-                    results.extend(
-                        predict(self.model, self.image_processor, [image], device=self.device)
-                    )
+                    results += predict_preprocessed(self.model, *inputs([row]), self.device)
                 except Exception as error:  # noqa: BLE001
                     results.append(f"the model failed on it ({type(error).__name__}: {error})")
             return results
@@ -178,7 +193,96 @@ def run_pipeline(
     writer: ResultWriter,
     results: dict[str, dict[str, Any]],
 ) -> None:
-    """Segment `todo` on Ray Data; write each result through `writer` as it arrives."""
+    """Segment `todo` on Ray Data; write each index row through `writer` as it arrives."""
+    start_ray(args)  # first: Ray reads its settings (RAY_AUTH_MODE) when first imported
+    import ray
+    from transformers.utils import logging as transformers_logging
+
+    from utils.predictor import save_checkpoint
+
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    say(
+        f"Ray {ray.__version__} on {get_config().ray_address or 'a local instance'}: "
+        f"{len(nodes)} node(s), {cpus:g} CPU(s), {gpus:g} GPU(s)"
+    )
+    node_cpus = [float(node["Resources"].get("CPU", 0)) for node in nodes]
+    plan = plan_actors(node_cpus, gpus, args.device, args.actors)
+    batch_size = min(args.batch_size, len(todo))
+
+    checkpoint_dir = writer.out / MODEL_DIR
+    transformers_logging.disable_progress_bar()  # a bar for saving one file is noise here
+    save_checkpoint(model, processor, checkpoint_dir)
+    if len(nodes) > 1:
+        check_shared_storage(checkpoint_dir, todo[0][1])
+    say(
+        f"{len(todo)} files to do; {plan.actors} model actor(s) on "
+        f"{f'{plan.gpus:g} GPU' if plan.gpus else f'{plan.cpus:g} CPU(s)'} each, "
+        f"batches of {batch_size}"
+    )
+
+    items = [{"image_id": image_id, "path": os.fsencode(path)} for image_id, path in todo]
+    dataset = (
+        ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch_size))
+        .map_batches(
+            prepare_batch,
+            batch_size=batch_size,
+            num_cpus=PREPARE_CPUS,
+            fn_kwargs={"image_processor": processor},
+        )
+        .map_batches(
+            Segmenter,
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            num_cpus=plan.cpus,
+            num_gpus=plan.gpus,
+            fn_constructor_kwargs={
+                "checkpoint_dir": str(checkpoint_dir),
+                "out": str(writer.out),
+                "use_gpu": plan.gpus > 0,
+            },
+        )
+    )
+    progress = Progress(len(todo))
+    rejected = 0
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for i in range(len(batch["image_id"])):
+            image_id = str(batch["image_id"][i])
+            if image_id in results:
+                continue  # a retried batch: its first row stands (its mask is the same)
+            row = result_row(batch, i)
+            writer.add(row)
+            results[image_id] = row
+            rejected += row["status"] == sio.REJECTED
+            progress.update(len(results), rejected)
+    progress.close()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as after Ctrl-C (written files stand, the index is saved)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (kill, timeout, Kubernetes, Slurm, systemd) into `Terminated`.
+
+    Call it again after `ray.init`: Ray's core worker installs its own fatal-signal handler
+    in the driver, which would print a stack dump and abort instead of stopping cleanly.
+    """
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def start_ray(args: argparse.Namespace) -> None:
+    """Join RAY_ADDRESS's cluster or start a local instance, quietly unless `--verbose`.
+
+    Worker output stays in Ray's log files (`log_to_driver`); the driver shows only errors
+    that stop the job. A local start is tried twice: a raylet on a busy host can miss Ray's
+    fixed 30-second start deadline.
+    """
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     if os.environ["RAY_AUTH_MODE"] != "token":
         print(
@@ -192,12 +296,12 @@ def run_pipeline(
 
     # Workers of a local instance share this environment; a cluster's need utils shipped.
     cluster = get_config().ray_address
-    runtime_env = course_runtime_env() if cluster else None
     for attempt in (1, 2):
         try:
             ray.init(
-                runtime_env=runtime_env,
-                logging_level=logging.WARNING,
+                runtime_env=course_runtime_env() if cluster else None,
+                logging_level=logging.INFO if args.verbose else logging.ERROR,
+                log_to_driver=args.verbose,
                 include_dashboard=args.dashboard,
                 dashboard_host="127.0.0.1",
                 **local_object_store(),
@@ -208,65 +312,103 @@ def run_pipeline(
             if attempt == 2 or cluster:
                 raise
             print(f"segment: starting Ray failed ({error}); trying once more", file=sys.stderr)
+    stop_on_sigterm()
+    if not args.verbose:
+        quiet_ray()
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ours instead
+    context.enable_progress_bars = False  # ours instead (Progress)
+    context.print_on_execution_start = args.verbose
 
-    resources = ray.cluster_resources()
-    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    say(
-        f"Ray {ray.__version__} on {cluster or 'a local instance'}: {cpus:g} CPU(s), "
-        f"{gpus:g} GPU(s)"
-    )
-    largest_node = max(
-        (node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=cpus
-    )
-    plan = plan_actors(cpus, gpus, largest_node, args.device, args.actors)
-    batch_size = min(args.batch_size, len(todo))
-    say(
-        f"{len(todo)} files to do; {plan.actors} model actor(s) on "
-        f"{f'{plan.gpus:g} GPU' if plan.gpus else f'{plan.cpus:g} CPU(s)'} each, "
-        f"batches of {batch_size}"
-    )
 
-    items = [{"image_id": image_id, "path": os.fsencode(path)} for image_id, path in todo]
-    model_ref = ray.put(model)  # held here for the whole run, so restarted actors can fetch it
-    dataset = (
-        ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / batch_size))
-        .map_batches(
-            Reader,
-            batch_size=batch_size,
-            num_cpus=READ_CPUS,
-            compute=ray.data.ActorPoolStrategy(size=1),
+_saved_stderr: tuple[int, TextIO] | None = None
+
+
+def quiet_ray() -> None:
+    """Keep Ray's own log lines out of the terminal; they all stay in Ray's log files.
+
+    Ray Data's console handler shows errors only (its file handler keeps everything). Lines
+    Ray's C++ core prints on this process's stderr (it writes each of them to its own log
+    file too) go to `segment-driver.err` in Ray's log folder: every run printed one such
+    ERROR, about the constructor arguments Ray Data itself passes its actors through the
+    object store (ray-project/ray#53727), which the job's user can do nothing about. Python's
+    own `sys.stderr` (the progress, the job's errors, tracebacks) stays on the terminal.
+    `restore_stderr` undoes it.
+    """
+    global _saved_stderr
+    import ray
+    import ray.data  # configures Ray Data's loggers when first imported
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
+    try:
+        logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # private, stable
+        target = open(logs / "segment-driver.err", "ab")  # noqa: SIM115 - kept open for the run
+    except (AttributeError, OSError):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    _saved_stderr = (saved, sys.stderr)
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    os.dup2(target.fileno(), 2)
+    target.close()
+
+
+def restore_stderr() -> None:
+    """Undo `quiet_ray`: file descriptor 2 and `sys.stderr` back as they were."""
+    global _saved_stderr
+    if _saved_stderr is None:
+        return
+    saved, stream = _saved_stderr
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    sys.stderr.close()
+    sys.stderr, _saved_stderr = stream, None
+
+
+def storage_problem(checkpoint_dir: str, source_file: str) -> str | None:
+    """Why this node cannot run the job's workers on these paths, or None."""
+    for path, what in ((source_file, "a source file"), (checkpoint_dir, "the model checkpoint")):
+        if not os.path.exists(path):
+            return f"{what} {path} does not exist here"
+    try:
+        probe = Path(checkpoint_dir, f".write-test-{os.getpid()}")
+        sio.write_atomic(probe, b"")
+        probe.unlink()
+    except OSError as error:
+        return f"cannot write in {checkpoint_dir} ({error.strerror or type(error).__name__})"
+    return None
+
+
+def check_shared_storage(checkpoint_dir: Path, source_file: Path) -> None:
+    """`UsageError` unless every node of the cluster sees the source and output folders.
+
+    On a cluster the workers read the images and write the masks where they run, so both
+    folders must be storage every node mounts at the same path (NFS, a cloud file system).
+    One tiny task per alive node checks, before any work starts.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    check = ray.remote(num_cpus=0)(storage_problem)
+    nodes = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
+    answers = [
+        check.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+        ).remote(str(checkpoint_dir), str(source_file))
+        for node_id in nodes
+    ]
+    problems = [
+        f"node {address}: {problem}"
+        for address, problem in zip(nodes.values(), ray.get(answers, timeout=300))
+        if problem
+    ]
+    if problems:
+        raise UsageError(
+            "on a cluster the source and --out folders must be on storage every node sees, "
+            "at the same path; " + "; ".join(problems)
         )
-        .map_batches(
-            Segmenter,
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
-            num_cpus=plan.cpus,
-            num_gpus=plan.gpus,
-            fn_constructor_kwargs={
-                "model_ref": model_ref,
-                "image_processor": processor,
-                "use_gpu": plan.gpus > 0,
-            },
-        )
-    )
-    progress = Progress(len(todo))
-    rejected = 0
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for i in range(len(batch["image_id"])):
-            image_id = str(batch["image_id"][i])
-            if image_id in results:
-                continue  # a retried batch: its first result stands
-            row = result_row(batch, i)
-            writer.add(row, bytes(batch["mask_png"][i]))
-            results[image_id] = row
-            rejected += row["status"] == sio.REJECTED
-            progress.update(len(results), rejected)
-    progress.close()
 
 
 @dataclass(frozen=True)
@@ -278,26 +420,26 @@ class ActorPlan:
     gpus: float
 
 
-def plan_actors(
-    cpus: float, gpus: float, largest_node_cpus: float, device: str, actors: int | None
-) -> ActorPlan:
-    """Model actors for a cluster with `cpus` and `gpus` in all (`actors`: the user's count).
+def plan_actors(node_cpus: list[float], gpus: float, device: str, actors: int | None) -> ActorPlan:
+    """Model actors for a cluster whose nodes have `node_cpus` and `gpus` in all.
 
-    With GPUs (unless `device` is cpu), one actor per GPU by default, each with a share that
-    packs onto whole GPUs (`cluster.gpu_share`: 3 actors on 2 GPUs get 0.5 each, so all three
-    start). On CPUs, one actor per CPU but the reader's; the actors share what is left, never
-    more than the largest node has.
+    `actors` is the user's count (None: the default). With GPUs (unless `device` is cpu), one
+    actor per GPU by default, each with a share that packs onto whole GPUs
+    (`cluster.gpu_share`: 3 actors on 2 GPUs get 0.5 each, so all three start). On CPUs,
+    every node keeps `PREPARE_CPUS` for the prepare tasks, or that stage could never run
+    beside the actors; by default each node gets one actor per whole CPU left (on 2 CPUs: one
+    actor with 1.5 CPUs, so 2 torch threads), and the actors share the CPUs left in all,
+    never more than one node has to give.
     """
     if device == "cuda" and gpus < 1:
         raise UsageError("--device cuda, but the Ray cluster has no GPU")
     if device != "cpu" and gpus >= 1:
         count = actors or int(gpus)
         return ActorPlan(count, 1.0, gpu_share(gpus, count))
-    count = actors or max(1, int(cpus) - 1)
-    # Leave room for the reader, or the read stage could never be scheduled; give the actors
-    # the rest (on 2 CPUs: one actor with 1.5 CPUs, so 2 torch threads).
-    share = min(largest_node_cpus, max(0.1, (cpus - READ_CPUS) / count))
-    return ActorPlan(count, share, 0.0)
+    spare = [cpus - PREPARE_CPUS for cpus in node_cpus if cpus > PREPARE_CPUS] or [0.0]
+    count = actors or max(1, sum(int(cpus) for cpus in spare))
+    share = min(max(spare), sum(spare) / count)
+    return ActorPlan(count, max(0.1, share), 0.0)
 
 
 def result_row(batch: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
@@ -337,11 +479,13 @@ def local_object_store() -> dict[str, int]:
 
 
 def shutdown_ray() -> None:
+    """Stop this run's Ray (its workers stop with it) and give the terminal its stderr back."""
     if "ray" in sys.modules:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
+    restore_stderr()
 
 
 class Progress:
