@@ -349,25 +349,38 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
         if first.poll() is None:
             first.kill()
     assert first.returncode == 130, first_out + first_err
-    assert "Run the same command again to resume" in first_err
+    assert "stopped by Ctrl-C" in first_err and "Run the same command again to resume" in first_err
     wait_for(lambda: not model_actor_pids(marker), 60, "the interrupted job's Ray workers to exit")
-    assert not (out / "index.parquet").exists()
-    assert not list(out.rglob(f"*{sio.TMP_MARK}*")), "a temporary file was left behind"
-    interrupted = sorted((out / "masks").rglob("*.png"))
-    assert 2 <= len(interrupted) < len(shown)
-    for path in interrupted:  # every mask on disk is a complete PNG
-        read_mask(path)
-    shards = sorted((out / ".index-parts").glob("*.parquet"))
-    saved = pd.concat([pd.read_parquet(s) for s in shards]) if shards else pd.DataFrame()
-    already = set(saved["image_id"]) if len(saved) else set()  # masks and rejections
+    already = assert_stopped_cleanly(out, first_out, n_inputs, len(shown))
+
+    # 1b. SIGTERM (kill, timeout, Kubernetes) stops a resumed run the same way: exit 143.
+    before = count_masks(out)
+    second = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: count_masks(out) > before, 180, "a resumed mask", second)
+        second.terminate()
+        second_out, second_err = second.communicate(timeout=120)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 143, second_out + second_err
+    assert f"resuming: {len(already)} files already done" in second_out
+    assert "stopped by SIGTERM" in second_err, second_err
+    for crash in ("SIGTERM received", "PC: @", "Traceback", "(raylet)", "ERROR"):
+        assert crash not in second_out + second_err, second_out + second_err
+    wait_for(lambda: not model_actor_pids(marker), 60, "the stopped job's Ray workers to exit")
+    already = assert_stopped_cleanly(out, second_out, n_inputs, len(shown))
 
     # 2. Resume; kill the model actor once the resumed run has written a mask. Ray restarts
     # the actor and retries its batch, and this run must still end complete.
+    before = count_masks(out)
     resumed = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        wait_for(lambda: count_masks(out) > len(interrupted), 180, "a resumed mask", resumed)
+        wait_for(lambda: count_masks(out) > before, 180, "a resumed mask", resumed)
         pids = model_actor_pids(marker)
         assert pids, "no model actor process found"
         os.kill(pids[0], signal.SIGKILL)
@@ -376,6 +389,7 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
         if resumed.poll() is None:
             resumed.kill()
     assert resumed.returncode == 0, stdout + stderr
+    first_err += second_err  # the secret checks below cover every run's output
     wait_for(lambda: not model_actor_pids(marker), 60, "the job's Ray workers to exit")
     assert f"resuming: {len(already)} files already done, {n_inputs - len(already)} to go" in stdout
     index = assert_complete(source, out)
@@ -421,6 +435,29 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
     assert f"skipped as already done: {n_inputs}" in again.stdout
     assert "segment: Ray" not in again.stdout
     assert_complete(source, out)
+
+
+def assert_stopped_cleanly(out: Path, printed: str, n_inputs: int, n_images: int) -> set[str]:
+    """After Ctrl-C or SIGTERM: complete files only, an index and a summary of what is done.
+
+    Returns the image ids the index holds (masks and rejections), which a rerun skips.
+    """
+    assert not list(out.rglob(f"*{sio.TMP_MARK}*")), "a temporary file was left behind"
+    masks = sorted((out / "masks").rglob("*.png"))
+    assert 1 <= len(masks) < n_images
+    for path in masks:  # every mask on disk is a complete PNG
+        read_mask(path)
+    index = pd.read_parquet(out / "index.parquet")
+    assert index["image_id"].is_unique
+    written = index[index.status == "ok"]
+    assert all((out / path).is_file() for path in written["mask_path"])
+    not_done = n_inputs - len(index)
+    assert not_done > 0
+    assert (
+        f"Summary: {n_inputs} inputs = {len(written)} written + {len(index) - len(written)} "
+        f"rejected + {not_done} not done" in printed
+    ), printed
+    return set(index["image_id"])
 
 
 def wait_for(condition, timeout: float, what: str, job: subprocess.Popen | None = None) -> None:
