@@ -367,6 +367,8 @@ def test_job_survives_bad_input_ctrl_c_and_a_killed_worker(tmp_path):
             second.kill()
     assert second.returncode == 143, second_out + second_err
     assert f"resuming: {len(already)} files already done" in second_out
+    for noise in ("ERROR", "WARNING", "(raylet)", "core_worker"):  # quiet by default
+        assert noise not in first_out + first_err, first_out + first_err
     assert "stopped by SIGTERM" in second_err, second_err
     for crash in ("SIGTERM received", "PC: @", "Traceback", "(raylet)", "ERROR"):
         assert crash not in second_out + second_err, second_out + second_err
@@ -562,3 +564,21 @@ def test_progress_is_a_bar_in_a_terminal_and_plain_lines_elsewhere():
     progress.update(4)
     progress.close()
     assert "\r" in terminal.getvalue() and "4/4" in terminal.getvalue()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_ray_speaks_only_with_verbose(monkeypatch, verbose):
+    import ray
+
+    from utils.tools.segment import job
+    from utils.tools.segment.pipeline import start_ray
+
+    started = {}
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # start_ray sets it; undone after the test
+    monkeypatch.setattr(ray, "init", lambda **kwargs: started.update(kwargs))
+    monkeypatch.setattr("utils.tools.segment.pipeline.quiet_ray", lambda: started.update(q=1))
+    monkeypatch.setattr("utils.tools.segment.pipeline.stop_on_sigterm", lambda: None)
+    argv = ["photos", "--out", "masks", *(["--verbose"] if verbose else [])]
+    start_ray(job.parse_args(argv))
+    assert started["log_to_driver"] is verbose  # workers' output: only with --verbose
+    assert ("q" in started) is not verbose  # Ray's own log lines: in its log files only
