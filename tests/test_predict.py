@@ -228,3 +228,48 @@ def test_upsample_argmax_is_exact_on_model_logits(model_logits, size, monkeypatc
     assert calls["_upsample_all"] == 0  # the fast path did all the work...
     if size[0] > 200:  # ...with exact passes for unsettled pixels at full size
         assert calls["_exact"] > 2 * len(model_logits)
+
+
+PEAK_MEMORY_PROBE = """
+import resource, sys
+sys.path.insert(0, "tests")
+from helpers import photo
+from utils.inference import predict
+from utils.model import image_processor_class, offline_model
+
+model, processor = offline_model(seed=1), image_processor_class()()
+images = [photo(512, 384, seed=i) for i in range(int(sys.argv[1]))]
+predict(model, processor, images[:2])  # allocator and kernels warm
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+maps = predict(model, processor, images)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("GROWTH_KB", after - before, len(maps))
+"""
+
+
+@pytest.mark.slow
+def test_predict_memory_does_not_grow_with_the_number_of_images():
+    """A caller may pass hundreds of images; `predict` runs them PREDICT_BATCH at a time, so its
+    peak memory for 2 batches' worth is that of one batch (one pass over 16 images would need
+    about 140 MB more per extra image)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from utils.inference import PREDICT_BATCH
+
+    growth = {}
+    for n in (PREDICT_BATCH, 2 * PREDICT_BATCH):
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_MEMORY_PROBE, str(n)],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        kb, count = done.stdout.split("GROWTH_KB", 1)[1].split()
+        assert int(count) == n
+        growth[n] = int(kb) / 1024
+    extra = growth[2 * PREDICT_BATCH] - growth[PREDICT_BATCH]
+    assert extra < 300, f"peak memory grew by {extra:.0f} MB for one more batch: {growth}"
