@@ -301,7 +301,7 @@ def start_ray(args: argparse.Namespace) -> None:
         # Ray keeps an idle worker process only while CPUs are free (ray-project/ray#36766):
         # with the model actors holding all but half a CPU, every prepare task would start a
         # fresh process and import its libraries again (measured here: 1.25 images/s instead
-        # of 2.5 on 120 images). Keep up to one idle worker per CPU, as Ray did before 2.6.
+        # of 2.5 on 120 images). Keep up to one idle worker per CPU, as Ray did before that.
         os.environ.setdefault("RAY_num_workers_soft_limit", str(os.cpu_count() or 1))
     for attempt in (1, 2):
         try:
