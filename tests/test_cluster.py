@@ -302,7 +302,8 @@ def cluster():
 
         # 3. The worker node, from an environment without the course, outside the repository.
         handle.worker_python = make_worker_python(root)
-        handle.worker_env = clean_env(**auth)
+        # As the README advises for small nodes: keep idle workers (see the job's start_ray).
+        handle.worker_env = clean_env(**auth, RAY_num_workers_soft_limit=str(WORKER_CPUS))
         handle.start_node(
             root / "worker",
             [
