@@ -1,7 +1,8 @@
 """Segment every image under a folder with Ray Data: the course's pipeline as a production job.
 
     python -m utils.segment SOURCE --out DIR [--model M] [--batch-size N] [--actors N]
-                            [--device auto|cpu|cuda] [--preview N] [--dashboard] [--verbose]
+                            [--device auto|cpu|cuda] [--preprocess auto|tasks|actors]
+                            [--preview N] [--dashboard] [--verbose]
 
 For each file under SOURCE (searched recursively) the job writes exactly one of:
 
@@ -118,6 +119,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("auto", "cpu", "cuda"),
         default=config.device,
         help="auto uses GPUs when the Ray cluster has them (default: COURSE_DEVICE or auto)",
+    )
+    parser.add_argument(
+        "--preprocess",
+        choices=("auto", "tasks", "actors"),
+        default="auto",
+        help="where images are resized and normalised for the model: in the CPU tasks that "
+        "decode them, or in the model actors (default auto: tasks when the actors use GPUs)",
     )
     parser.add_argument(
         "--preview",
