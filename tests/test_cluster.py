@@ -531,7 +531,8 @@ def test_the_job_runs_on_the_cluster_and_survives_a_lost_node(cluster, tmp_path)
     )
     out = tmp_path / "out2"
     job = subprocess.Popen(
-        [str(a) for a in job_command(source, out, "--batch-size", "1")],
+        # Preprocessing in the CPU tasks, as with GPU actors: the model input crosses nodes.
+        [str(a) for a in job_command(source, out, "--batch-size", "1", "--preprocess", "tasks")],
         cwd=REPO,
         env={**cluster.client_env, "COURSE_SEGMENT_DELAY_S": "1"},
         stdout=subprocess.PIPE,
@@ -553,6 +554,7 @@ def test_the_job_runs_on_the_cluster_and_survives_a_lost_node(cluster, tmp_path)
     assert lost > 0
     assert job.returncode == 0, stdout + stderr
     assert "3 node(s)" in stdout and "2 model actor(s)" in stdout, stdout
+    assert "preprocessing in the tasks" in stdout, stdout
     assert f"Summary: {n_inputs} inputs = {n_inputs - 1} written + 1 rejected" in stdout, stdout
     index = pd.read_parquet(out / "index.parquet")
     assert sorted(index["image_id"]) == sorted(p.name for p in source.iterdir())  # each once
