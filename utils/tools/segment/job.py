@@ -17,14 +17,15 @@ pipeline failed), 2 for a usage error found before any work starts (missing or e
 SOURCE, unknown model, DIR not writable, folders a cluster's nodes cannot see), 130 after
 Ctrl-C and 143 after SIGTERM.
 
-Where the work runs (`pipeline.py`): CPU tasks check, decode and preprocess the files; model
-actors run the model and write the masks; only index rows come back to this process. With
+Where the work runs (`pipeline.py`): CPU tasks check and decode the files (and preprocess
+them for GPU actors, see --preprocess); model actors run the model and write the masks; only
+index rows come back to this process. With
 RAY_ADDRESS set the job joins that cluster, and SOURCE and DIR must then be storage that
 every node sees at the same path (checked before the run starts).
 
 How it survives failures:
 
-- Bad input: each file is checked in the read stage (`utils.images.inspect_image`);
+- Bad input: each file is checked in the prepare stage (`utils.images.inspect_image`);
   a bad file becomes a rejection row, never an exception in a batch. A batch the model
   cannot process is retried image by image, so one bad image cannot take others with it.
 - Killed workers and lost nodes: Ray Data restarts dead actors and retries their batches.
