@@ -271,26 +271,36 @@ def run_pipeline(
     )
     progress = Progress(len(todo))
     rejected = 0
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for i in range(len(batch["image_id"])):
-            image_id = str(batch["image_id"][i])
-            if image_id in results:
-                continue  # a retried batch: its first row stands (its mask is the same)
-            row = result_row(batch, i)
-            writer.add(row)
-            results[image_id] = row
-            rejected += row["status"] == sio.REJECTED
-            progress.update(len(results), rejected)
-    progress.close()
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for i in range(len(batch["image_id"])):
+                image_id = str(batch["image_id"][i])
+                if image_id in results:
+                    continue  # a retried batch: its first row stands (its mask is the same)
+                row = result_row(batch, i)
+                writer.add(row)
+                results[image_id] = row
+                rejected += row["status"] == sio.REJECTED
+                progress.update(len(results), rejected)
+    finally:
+        progress.close()
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: stop as after Ctrl-C (written files stand, the index is saved)."""
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the index short
-    raise Terminated
+def _stop(signum: int, frame: Any) -> None:
+    """Raise `Terminated` for SIGTERM (a second one is ignored: it must not cut the index
+    short), `KeyboardInterrupt` for Ctrl-C; in a quiet run, first hush Ray (see `quiet_ray`)."""
+    if _hush_on_stop:
+        import ray._private.worker
+
+        ray._private.worker._worker_logs_enabled = False  # private; Ray's debugger uses it too
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+    raise KeyboardInterrupt
 
 
 def stop_on_sigterm() -> None:
@@ -299,7 +309,7 @@ def stop_on_sigterm() -> None:
     Call it again after `ray.init`: Ray's core worker installs its own fatal-signal handler
     in the driver, which would print a stack dump and abort instead of stopping cleanly.
     """
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, _stop)
 
 
 def start_ray(args: argparse.Namespace) -> None:
@@ -353,6 +363,7 @@ def start_ray(args: argparse.Namespace) -> None:
 
 
 _saved_stderr: tuple[int, TextIO] | None = None
+_hush_on_stop = False  # set by `quiet_ray`
 
 
 def quiet_ray() -> None:
@@ -365,10 +376,18 @@ def quiet_ray() -> None:
     object store (ray-project/ray#53727), which the job's user can do nothing about. Python's
     own `sys.stderr` (the progress, the job's errors, tracebacks) stays on the terminal.
     `restore_stderr` undoes it.
+
+    Ctrl-C and SIGTERM also hush the lines Ray's driver prints from a thread of its own,
+    whatever `log_to_driver` says: stopping shuts Ray Data's actors down with `ray.kill`, and
+    a batch on its way to one was echoed as "(raylet) Task ... submit failed ... killed by
+    `ray.kill`" after the job's summary.
     """
-    global _saved_stderr
+    global _saved_stderr, _hush_on_stop
     import ray
     import ray.data  # configures Ray Data's loggers when first imported
+
+    _hush_on_stop = True
+    signal.signal(signal.SIGINT, _stop)
 
     for handler in logging.getLogger("ray.data").handlers:
         if not isinstance(handler, logging.FileHandler):
@@ -511,13 +530,20 @@ def local_object_store() -> dict[str, int]:
 
 
 def shutdown_ray() -> None:
-    """Stop this run's Ray (its workers stop with it) and give the terminal its stderr back."""
+    """Stop this run's Ray (its workers stop with it); undo `quiet_ray`."""
+    global _hush_on_stop
     if "ray" in sys.modules:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
     restore_stderr()
+    if _hush_on_stop:
+        _hush_on_stop = False
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        import ray._private.worker
+
+        ray._private.worker._worker_logs_enabled = True
 
 
 class Progress:
