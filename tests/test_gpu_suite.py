@@ -31,9 +31,9 @@ def test_the_gpu_is_picked_automatically(monkeypatch):
 
 def test_predict_on_the_gpu_gives_maps_of_every_image(model, image_processor, mixed_images):
     from utils import predict
-    from utils.model import shippable_copy
+    from utils.model import build_replica, model_recipe
 
-    on_gpu = shippable_copy(model).to("cuda")
+    on_gpu = build_replica(model_recipe(model))  # on the GPU: one is visible here
     gpu_maps = predict(on_gpu, image_processor, mixed_images)
     cpu_maps = predict(model, image_processor, mixed_images)
     for image, got, cpu in zip(mixed_images, gpu_maps, cpu_maps):
@@ -65,21 +65,23 @@ def test_ray_sees_the_gpus_and_shares_pack(local_ray):
 
 def test_workers_with_fractional_shares_run_on_the_gpu(local_ray, model, image_processor):
     from utils.cluster import gpus_per_worker
-    from utils.model import shippable_copy
+    from utils.model import build_replica, model_recipe
 
     n_workers = 2 * int(local_ray.cluster_resources()["GPU"])
     share = gpus_per_worker(n_workers)
-    model_ref = local_ray.put(shippable_copy(model))  # a CPU copy: never ray.put a CUDA model
+    recipe_ref = local_ray.put(model_recipe(model))  # CPU weights: never ray.put a CUDA model
 
     @local_ray.remote(num_gpus=share)
-    def segment(model, image):
+    def segment(recipe, image):
         import torch
 
         from utils import predict
 
         assert torch.cuda.is_available(), "a worker given a GPU share sees no GPU"
-        return predict(model.to("cuda"), image_processor, [image])[0].shape
+        replica = build_replica(recipe)
+        assert next(replica.parameters()).device.type == "cuda"
+        return predict(replica, image_processor, [image])[0].shape
 
     images = [photo(64, 48, seed=seed) for seed in range(n_workers)]
-    shapes = local_ray.get([segment.remote(model_ref, image) for image in images])
+    shapes = local_ray.get([segment.remote(recipe_ref, image) for image in images])
     assert shapes == [(48, 64)] * n_workers

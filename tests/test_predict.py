@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from utils import predict
 from utils.inference import reference_predict, upsample_argmax
@@ -63,28 +64,37 @@ def test_exact_ties_go_to_the_lowest_class_like_the_reference():
     assert upsample_argmax(single, (5, 7)).unique().tolist() == [12]
 
 
-def test_a_model_unpickled_in_a_fresh_process_still_predicts(tmp_path, model):
-    """What Ray does with `ray.put(model)`: transformers 5 needs the model class re-registered."""
+def test_a_model_travels_as_its_recipe_and_predicts_in_a_fresh_process(
+    tmp_path, model, image_processor
+):
+    """What the course ships to workers: never the model object (a used transformers model
+    cannot be pickled at all), its recipe (config and weights), rebuilt where it runs."""
     import subprocess
     import sys
 
-    from utils.model import shippable_copy
+    from ray import cloudpickle  # what ray.put uses
+
+    from utils.model import model_recipe
 
     with torch.inference_mode():
         model(pixel_values=torch.zeros(1, 3, 64, 64))  # a used model carries unpicklable hooks
-    from ray import cloudpickle  # what ray.put uses
-
     with pytest.raises(TypeError, match="ContextVar"):
         cloudpickle.dumps(model)
-    (tmp_path / "model.pkl").write_bytes(cloudpickle.dumps(shippable_copy(model)))
+    (tmp_path / "recipe.pkl").write_bytes(cloudpickle.dumps(model_recipe(model)))
+    image = tmp_path / "image.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40, 3), np.uint8)).save(image)
     code = (
-        "import pickle, sys\nfrom PIL import Image\nfrom utils import predict\n"
-        "from utils.model import image_processor_class\n"
-        f"model = pickle.loads(open({str(tmp_path / 'model.pkl')!r}, 'rb').read())\n"
-        "print(predict(model, image_processor_class()(), [Image.new('RGB', (40, 30))])[0].shape)"
+        "import pickle\nimport numpy as np\nfrom PIL import Image\nfrom utils import predict\n"
+        "from utils.model import build_replica, image_processor_class\n"
+        f"recipe = pickle.loads(open({str(tmp_path / 'recipe.pkl')!r}, 'rb').read())\n"
+        f"mask = predict(build_replica(recipe), image_processor_class()(), "
+        f"[Image.open({str(image)!r})])[0]\n"
+        f"np.save({str(tmp_path / 'mask.npy')!r}, mask)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.strip() == "(30, 40)", result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
+    here = predict(model, image_processor, [Image.open(image)])[0]
+    np.testing.assert_array_equal(np.load(tmp_path / "mask.npy"), here)
 
 
 def test_maps_do_not_depend_on_threads_or_batch_split(model, image_processor, mixed_images):

@@ -162,3 +162,34 @@ def test_the_readme_lists_every_module_of_utils():
         if not name.endswith("__init__.py") and Path(name).name not in repository
     ]
     assert not missing, missing
+
+
+# Written out in the notebook that teaches them, kept in `utils` for every later notebook, the
+# benchmark and the tests (the d2l book's `#@save` rule): the two copies must stay one code.
+TAUGHT_HELPERS = {
+    "02_ray_tasks.ipynb": {
+        "model_recipe": "utils/model.py",
+        "build_replica": "utils/model.py",
+        "match_threads_to_cpus": "utils/cluster.py",
+    },
+}
+
+
+def function_statements(source: str, name: str) -> str:
+    """The function `name` in `source`, docstring and body, without its import statements
+    (a module imports inside a function what a notebook imported in an earlier cell)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            node.body = [s for s in node.body if not isinstance(s, (ast.Import, ast.ImportFrom))]
+            return ast.dump(node)
+    raise AssertionError(f"no function {name} found")
+
+
+@pytest.mark.parametrize("notebook", sorted(TAUGHT_HELPERS))
+def test_helpers_a_notebook_teaches_are_the_code_utils_keeps(notebook):
+    cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
+    code = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    for name, module in TAUGHT_HELPERS[notebook].items():
+        in_notebook = function_statements(code, name)
+        in_utils = function_statements((ROOT / module).read_text(), name)
+        assert in_notebook == in_utils, f"{notebook}'s {name} and {module}'s have drifted apart"

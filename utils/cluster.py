@@ -117,3 +117,13 @@ def gpu_share(gpus: float, n_workers: int) -> float:
     per_gpu = math.ceil(n_workers / whole_gpus)
     # Ray counts resources in steps of 0.0001: round down so k shares never exceed 1.
     return math.floor(10_000 / per_gpu) / 10_000
+
+
+def match_threads_to_cpus():
+    """Use as many torch threads as CPUs Ray assigned to this worker (at least one)."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    return torch.get_num_threads()

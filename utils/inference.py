@@ -68,7 +68,6 @@ def predict_preprocessed(
     if not len(sizes):
         return []
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    register_unpickled_model(model)
     dtype = np.uint8 if model.config.num_labels <= 256 else np.int32
     if len(sizes) == 1 and device.type == "cpu":  # see ReproducibleConvolutions
         pixel_values = pixel_values.repeat(2, 1, 1, 1)
@@ -107,23 +106,6 @@ class ReproducibleConvolutions(TorchFunctionMode):
                     torch.backends.mkldnn.enabled = onednn
                     torch.backends.nnpack.set_flags(nnpack)
         return func(*args, **kwargs)
-
-
-def register_unpickled_model(model: torch.nn.Module) -> None:
-    """Let a model that arrived pickled (through `ray.put` or a task argument) run.
-
-    transformers 5 records which layer outputs each model class can capture in a
-    registry filled when a model is constructed. A process that only unpickled a
-    model never constructed one, finds no entry, and the forward pass fails with
-    "'NoneType' object is not subscriptable". Registering the classes again fixes it.
-    """
-    try:
-        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
-    except ImportError:  # other transformers versions have no such registry
-        return
-    for module in model.modules():
-        if hasattr(module, "_can_record_outputs") and not _CAN_RECORD_REGISTRY.get(module):
-            _CAN_RECORD_REGISTRY[module] = module._can_record_outputs
 
 
 def reference_predict(

@@ -147,13 +147,14 @@ def is_offline_model(model: torch.nn.Module) -> bool:
     return getattr(model.config, "name_or_path", "") == "offline-random-segformer-b0"
 
 
-def shippable_copy(model: SegformerForSemanticSegmentation) -> SegformerForSemanticSegmentation:
-    """A copy of `model` (same config and weights, on the CPU) that Ray can pickle.
+def model_recipe(model):
+    """What a worker needs to rebuild `model`: its configuration and its weights (CPU tensors)."""
+    return {"config": model.config, "weights": model.state_dict()}
 
-    transformers 5 installs output-capturing hooks on a model the first time it runs,
-    and those hooks hold a `ContextVar`, which cannot be pickled: `ray.put(model)` of a
-    model that has already predicted fails. A fresh copy has no hooks yet.
-    """
-    copy = type(model)(model.config)
-    copy.load_state_dict(model.state_dict())
-    return copy.to("cpu").eval()
+
+def build_replica(recipe):
+    """Rebuild the model inside a worker, on that worker's GPU when Ray gave it one."""
+    replica = SegformerForSemanticSegmentation(recipe["config"])
+    replica.load_state_dict(recipe["weights"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return replica.to(device).eval()

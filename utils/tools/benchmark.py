@@ -34,10 +34,11 @@ import torch
 from PIL import Image
 
 from utils.check import assert_same_maps
+from utils.cluster import match_threads_to_cpus
 from utils.data import load_test_images, png_bytes
 from utils.images import convert_image_to_rgb
 from utils.inference import predict, reference_predict, upsample_argmax
-from utils.model import is_offline_model, load_model, shippable_copy
+from utils.model import build_replica, is_offline_model, load_model, model_recipe
 from utils.timing import Stopwatch
 
 APPROACHES = ("sequential", "tasks", "actors", "actor_pool", "ray_data", "checkpoint_predictor")
@@ -78,18 +79,19 @@ def run_sequential(model, processor, work: Workload, workers: int) -> dict:
     return results
 
 
-def _predict_in_worker(model, processor, ids, images) -> list[tuple[str, np.ndarray]]:
-    torch.set_num_threads(1)
-    return list(zip(ids, predict(model, processor, images), strict=True))
+def _predict_in_worker(recipe, processor, ids, images) -> list[tuple[str, np.ndarray]]:
+    match_threads_to_cpus()
+    return list(zip(ids, predict(build_replica(recipe), processor, images), strict=True))
 
 
 def run_tasks(model, processor, work: Workload, workers: int) -> dict:
-    """Ray Tasks: the model put in the object store once, one task per batch."""
+    """Ray Tasks, as notebook 02: the model's recipe put in the object store once, one task per
+    batch, each rebuilding the model."""
     import ray
 
     task = ray.remote(num_cpus=1)(_predict_in_worker)
-    model_ref, processor_ref = ray.put(shippable_copy(model)), ray.put(processor)
-    refs = [task.remote(model_ref, processor_ref, ids, images) for ids, images in work.batches]
+    recipe_ref, processor_ref = ray.put(model_recipe(model)), ray.put(processor)
+    refs = [task.remote(recipe_ref, processor_ref, ids, images) for ids, images in work.batches]
     return dict(pair for pairs in ray.get(refs) for pair in pairs)
 
 
@@ -98,9 +100,9 @@ def _actor_class():
 
     @ray.remote(num_cpus=1)
     class Predictor:
-        def __init__(self, model, processor):
-            torch.set_num_threads(1)
-            self.model, self.processor = model, processor
+        def __init__(self, recipe, processor):
+            match_threads_to_cpus()
+            self.model, self.processor = build_replica(recipe), processor
 
         def predict(self, ids, images):
             return list(zip(ids, predict(self.model, self.processor, images), strict=True))
@@ -113,8 +115,8 @@ def run_actors(model, processor, work: Workload, workers: int) -> dict:
     import ray
 
     predictor = _actor_class()
-    model_ref, processor_ref = ray.put(shippable_copy(model)), ray.put(processor)
-    idle = [predictor.remote(model_ref, processor_ref) for _ in range(workers)]
+    recipe_ref, processor_ref = ray.put(model_recipe(model)), ray.put(processor)
+    idle = [predictor.remote(recipe_ref, processor_ref) for _ in range(workers)]
     pending, results, queue = {}, {}, list(work.batches)
     try:
         while queue or pending:
@@ -136,8 +138,8 @@ def run_actor_pool(model, processor, work: Workload, workers: int) -> dict:
     from ray.util.actor_pool import ActorPool
 
     predictor = _actor_class()
-    model_ref, processor_ref = ray.put(shippable_copy(model)), ray.put(processor)
-    actors = [predictor.remote(model_ref, processor_ref) for _ in range(workers)]
+    recipe_ref, processor_ref = ray.put(model_recipe(model)), ray.put(processor)
+    actors = [predictor.remote(recipe_ref, processor_ref) for _ in range(workers)]
     try:
         pool = ActorPool(actors)
         pairs = pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch), work.batches)
@@ -150,11 +152,12 @@ def run_actor_pool(model, processor, work: Workload, workers: int) -> dict:
 class _Segmenter:
     """A Ray Data callable class: builds its model replica once, then predicts per batch."""
 
-    def __init__(self, model_ref):
+    def __init__(self, shipped):
         import ray
 
-        torch.set_num_threads(1)
-        self.model, self.processor = ray.get(model_ref)  # refs in constructor args stay refs
+        torch.set_num_threads(1)  # see `_run_map_batches`: the reservation is not the threads
+        recipe, self.processor = ray.get(shipped)  # refs in constructor args stay refs
+        self.model = build_replica(recipe)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from utils.masks import masks_to_batch
@@ -216,8 +219,8 @@ def run_ray_data(model, processor, work: Workload, workers: int) -> dict:
     """Ray Data: Parquet in, `map_batches` on an actor pool, Parquet out, read back."""
     import ray
 
-    shipped = ray.put((shippable_copy(model), processor))
-    return _run_map_batches(_Segmenter, {"model_ref": shipped}, work, workers)
+    shipped = ray.put((model_recipe(model), processor))
+    return _run_map_batches(_Segmenter, {"shipped": shipped}, work, workers)
 
 
 class _CheckpointSegmenter:
