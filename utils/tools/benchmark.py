@@ -666,14 +666,18 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
             with PeakMemory(interval_s=0.5, root=job.pid, proportional=True) as memory:
                 code = job.wait()
         seconds = watch.seconds
-        index = pd.read_parquet(Path(folder) / "masks" / "index.parquet") if code == 0 else None
+        # A job stopped early (SIGTERM, Ctrl-C) saves its index too: count what it recorded.
+        index_file = Path(folder) / "masks" / "index.parquet"
+        index = pd.read_parquet(index_file) if index_file.exists() else None
+        done = len(index) if index is not None else 0
         written = int((index["status"] == OK).sum()) if index is not None else 0
     result = {
         "images": n,
         "exit_code": code,
+        "images_done": done,
         "masks_written": written,
         "seconds": round(seconds, 1),
-        "images_per_s": round(n / seconds, 3),
+        "images_per_s": round(done / seconds, 3),
         "peak_pss_gib": round(memory.peak_pss_bytes / 2**30, 2),
         "peak_rss_gib": round(memory.peak_bytes / 2**30, 2),
         "int64_maps_in_driver_gib": round(pixels * 8 / 2**30, 2),
@@ -681,7 +685,8 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
     }
     (out / "job_memory.json").write_text(json.dumps(result, indent=2))
     print(
-        f"\nThe job: {n} images in {seconds:.0f} s, {written} masks written, exit code {code}; "
+        f"\nThe job: {done} of {n} images in {seconds:.0f} s, {written} masks written, "
+        f"exit code {code}; "
         f"peak memory of the whole run {result['peak_pss_gib']:.2f} GiB (summed PSS; "
         f"summed RSS, counting shared pages once per process: {result['peak_rss_gib']:.2f} GiB)."
     )
