@@ -375,7 +375,7 @@ def quiet_ray() -> None:
     ERROR, about the constructor arguments Ray Data itself passes its actors through the
     object store (ray-project/ray#53727), which the job's user can do nothing about. Python's
     own `sys.stderr` (the progress, the job's errors, tracebacks) stays on the terminal.
-    `restore_stderr` undoes it.
+    `undo_quiet_ray` undoes all of it.
 
     Ctrl-C and SIGTERM also hush the lines Ray's driver prints from a thread of its own,
     whatever `log_to_driver` says: stopping shuts Ray Data's actors down with `ray.kill`, and
@@ -405,9 +405,16 @@ def quiet_ray() -> None:
     target.close()
 
 
-def restore_stderr() -> None:
-    """Undo `quiet_ray`: file descriptor 2 and `sys.stderr` back as they were."""
-    global _saved_stderr
+def undo_quiet_ray() -> None:
+    """Undo `quiet_ray`: Ctrl-C and Ray's driver echo, file descriptor 2 and `sys.stderr` back
+    as they were."""
+    global _saved_stderr, _hush_on_stop
+    if _hush_on_stop:
+        _hush_on_stop = False
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        import ray._private.worker
+
+        ray._private.worker._worker_logs_enabled = True
     if _saved_stderr is None:
         return
     saved, stream = _saved_stderr
@@ -531,19 +538,12 @@ def local_object_store() -> dict[str, int]:
 
 def shutdown_ray() -> None:
     """Stop this run's Ray (its workers stop with it); undo `quiet_ray`."""
-    global _hush_on_stop
     if "ray" in sys.modules:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-    restore_stderr()
-    if _hush_on_stop:
-        _hush_on_stop = False
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        import ray._private.worker
-
-        ray._private.worker._worker_logs_enabled = True
+    undo_quiet_ray()
 
 
 class Progress:
