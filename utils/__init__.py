@@ -6,7 +6,7 @@ The notebooks import these modules; each does one job:
 - `data`, `images`: test images (ADE20K, your folder, or bundled photos), checked and in RGB
 - `model`, `inference`: load SegFormer; `predict` images to one class-id map each
 - `masks`: store and read maps (PNG, alone or in Parquet), rank the classes in a map
-- `check`, `timing`, `visualisation`: check cells, measurements, plots
+- `check`, `timing`, `visualisation`: check cells and exercises, measurements, plots
 - `cluster`, `predictor`, `labels`: what Ray workers need, the checkpoint predictor, ADE20K names
 
 The commands (production job, benchmark, workshop check, prefetch) live in `utils.tools`;
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 # transformers and matplotlib, and starts seconds sooner.
 _HELPERS = {
     "assert_same_maps": "check",
+    "run_exercise": "check",
     "CourseConfig": "config",
     "get_config": "config",
     "get_image_indices": "data",
@@ -55,11 +56,12 @@ __all__ = [  # the same names, spelled out for tools that read __all__ without r
     "offline_model",
     "pick_device",
     "predict",
+    "run_exercise",
     "visualize_predictions",
 ]
 
 if TYPE_CHECKING:  # what editors and type checkers see
-    from .check import assert_same_maps
+    from .check import assert_same_maps, run_exercise
     from .config import CourseConfig, get_config
     from .data import get_image_indices, load_test_images
     from .images import convert_image_to_rgb

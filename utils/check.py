@@ -1,10 +1,14 @@
-"""Check cells: do two sets of predictions agree, image by image?"""
+"""Check cells: do two sets of predictions agree, image by image? Is an exercise still a stub?"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def assert_same_maps(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
@@ -31,3 +35,37 @@ def assert_same_maps(got: Mapping[str, np.ndarray], expected: Mapping[str, np.nd
     if different:
         raise AssertionError(f"{len(different)} map(s) differ: " + "; ".join(different[:3]))
     print(f"OK: all {len(expected)} images predicted exactly once, identical to the reference.")
+
+
+def run_exercise(code: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call the learner's `code`; if a stub is still in place, say which one, in one sentence.
+
+    An exercise's stub raises `NotImplementedError`, in this process or inside a Ray worker
+    (Ray re-raises a task's error as an instance of the same class, and names the failed
+    actor constructor in the message). Any other error is the learner's own and is raised
+    unchanged, with its traceback.
+    """
+    try:
+        return code(*args, **kwargs)
+    except Exception as error:
+        stub = _stub_in(error)
+        if stub is None:
+            raise
+        raise AssertionError(
+            f"{stub} is still the stub: replace `raise NotImplementedError()` there with your "
+            "code (the markdown cell above says what it should do)."
+        ) from None
+
+
+def _stub_in(error: BaseException) -> str | None:
+    """The function whose stub raised `error`, or None when `error` did not come from a stub."""
+    # An error from a Ray worker names the task or actor method that raised it: "ray::A.f()".
+    match = re.search(r"ray::([\w.]+)\(\).*?NotImplementedError", str(error), re.DOTALL)
+    if match:
+        return f"`{match.group(1)}`"
+    if not isinstance(error, NotImplementedError):
+        return None
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return f"`{frame.tb_frame.f_code.co_qualname}`" if frame else "a function"
