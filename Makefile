@@ -11,6 +11,7 @@
 #                  (make test runs the same cluster tests with notebook 05 only)
 #   make test-gpu      every notebook on a CUDA GPU; without one it says so, runs nothing, exits 77
 #   make check-workshop  offline readiness check: packages, model, images, Ray, a 10-image timing
+#   make exercises  after editing notebooks/solutions/: write the learner copies in notebooks/
 #   make format  format and lint-fix the whole tree (what the pre-commit hooks do)
 #   make hooks   install the pre-commit hooks for contributors
 
@@ -21,7 +22,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 # Tests use few images so the whole suite stays fast; learners get the default (160).
 TEST_IMAGES ?= 8
 
-.PHONY: setup lab test test-unit test-notebooks test-ray test-cluster test-gpu run prefetch
+.PHONY: setup lab test test-unit test-notebooks test-ray test-cluster test-gpu run prefetch exercises
 .PHONY: check-workshop bench bench-memory segment lint format hooks diagrams clean
 
 setup: $(STAMP)
@@ -70,14 +71,21 @@ check-workshop: setup
 segment: setup
 	$(BIN)/python -m utils.segment "$(SOURCE)" --out "$(OUT)"
 
+# Every notebook in course order, the solution where a notebook has exercises.
+RUNNABLE := $(foreach nb,$(sort $(wildcard notebooks/[0-9]*.ipynb)),\
+	$(or $(wildcard notebooks/solutions/$(notdir $(nb))),$(nb)))
 run: setup
 	mkdir -p build/executed
 	$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
-		--output-dir build/executed notebooks/[0-9]*.ipynb
+		--output-dir build/executed $(RUNNABLE)
 	@echo "Executed notebooks are in build/executed/"
 
 prefetch: setup
 	$(BIN)/python -m utils.tools.prefetch
+
+# After editing a notebook in notebooks/solutions/: write the learner's copy in notebooks/.
+exercises: setup
+	$(BIN)/python -m utils.tools.exercises
 
 BENCH_IMAGES ?= 10 100 1000
 bench: setup
