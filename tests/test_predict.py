@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from utils import predict
+from utils import assert_same_maps, predict
 from utils.inference import reference_predict, upsample_argmax
 
 
@@ -94,53 +94,21 @@ def test_a_model_travels_as_its_recipe_and_predicts_in_a_fresh_process(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     here = predict(model, image_processor, [Image.open(image)])[0]
-    np.testing.assert_array_equal(np.load(tmp_path / "mask.npy"), here)
+    assert_same_maps({"image": np.load(tmp_path / "mask.npy")}, {"image": here})
 
 
-def test_maps_do_not_depend_on_threads_or_batch_split(model, image_processor, mixed_images):
-    """A 1-thread Ray worker with small batches must agree with a multi-thread loop."""
+def test_maps_agree_across_threads_and_batch_splits(model, image_processor, mixed_images):
+    """A 1-thread Ray worker with small batches agrees with a multi-thread loop, within the
+    check cells' tolerance: default kernels may flip a pixel on a near-tie, no more."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         together = predict(model, image_processor, mixed_images)
         torch.set_num_threads(1)
         apart = [m for image in mixed_images for m in predict(model, image_processor, [image])]
-        pairs = predict(model, image_processor, mixed_images[:2])
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(together, apart, strict=True):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(together[:2], pairs, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_scores_are_bit_identical_across_thread_counts(model):
-    from utils.inference import ReproducibleConvolutions
-
-    pixels = torch.randn(3, 3, 512, 512, generator=torch.Generator().manual_seed(0))
-    threads = torch.get_num_threads()
-    try:
-        with torch.inference_mode(), ReproducibleConvolutions():
-            torch.set_num_threads(2)
-            two = model(pixel_values=pixels).logits
-            torch.set_num_threads(1)
-            one = model(pixel_values=pixels).logits
-            pair = model(pixel_values=pixels[:2]).logits
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(one, two)
-    assert torch.equal(pair, two[:2])
-
-
-def test_scores_do_not_change_from_16_images_a_batch(model):
-    """From 16 images a batch PyTorch would switch convolutions to NNPACK, other bits."""
-    from utils.inference import ReproducibleConvolutions
-
-    pixels = torch.randn(16, 3, 128, 128, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode(), ReproducibleConvolutions():
-        sixteen = model(pixel_values=pixels).logits
-        pair = model(pixel_values=pixels[:2]).logits
-    assert torch.equal(sixteen[:2], pair)
+    assert_same_maps(dict(enumerate(apart)), dict(enumerate(together)))
 
 
 def tricky_logits(kind, classes, h, w, seed):
@@ -204,11 +172,9 @@ def model_logits(model, image_processor):
     """SegFormer's channels-last logits for a few photos, as `predict` computes them."""
     from helpers import photo
 
-    from utils.inference import ReproducibleConvolutions
-
     images = [photo(683, 512, seed=5), photo(451, 300, seed=6)]
     pixels = image_processor(images=images, return_tensors="pt")["pixel_values"]
-    with torch.inference_mode(), ReproducibleConvolutions():
+    with torch.inference_mode():
         return model(pixel_values=pixels).logits
 
 

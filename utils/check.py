@@ -11,11 +11,17 @@ import numpy as np
 T = TypeVar("T")
 
 
-def assert_same_maps(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
-    """Fail unless `got` has exactly the ids of `expected`, each with an identical map.
+MIN_AGREEMENT = 0.9999  # share of identical pixels for two maps of the same image to match
 
-    The message names the first missing, extra or different images, so a wrong
-    answer is easy to trace back.
+
+def assert_same_maps(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
+    """Fail unless `got` has exactly the ids of `expected`, each with its own image's map.
+
+    Two maps match when they have the same shape and agree on at least 99.99% of pixels:
+    two runs of the same model may differ in the last bit of a score (torch picks its
+    kernels by thread count and batch size, on CPU and GPU), which flips a pixel on a
+    near-tie, while an image given another image's map agrees on far fewer. The message
+    names the first missing, extra or different images, so a wrong answer is easy to trace.
     """
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
@@ -24,17 +30,25 @@ def assert_same_maps(got: Mapping[str, np.ndarray], expected: Mapping[str, np.nd
             f"{len(missing)} image(s) without a prediction {missing[:3]}, "
             f"{len(extra)} unexpected prediction(s) {extra[:3]}"
         )
-    different = []
+    different, lowest = [], 1.0
     for image_id, want in expected.items():
         have = np.asarray(got[image_id])
         if have.shape != want.shape:
             different.append(f"{image_id}: shape {have.shape} instead of {want.shape}")
-        elif not np.array_equal(have, want):
-            share = float(np.mean(have != want))
-            different.append(f"{image_id}: {share:.2%} of pixels differ")
+            continue
+        agreement = float(np.mean(have == want))
+        lowest = min(lowest, agreement)
+        if agreement < MIN_AGREEMENT:
+            different.append(f"{image_id}: only {agreement:.2%} of pixels agree")
     if different:
-        raise AssertionError(f"{len(different)} map(s) differ: " + "; ".join(different[:3]))
-    print(f"OK: all {len(expected)} images predicted exactly once, identical to the reference.")
+        raise AssertionError(
+            f"{len(different)} map(s) are not their image's (at least {MIN_AGREEMENT:.2%} of "
+            "pixels must agree): " + "; ".join(different[:3])
+        )
+    print(
+        f"OK: all {len(expected)} images predicted exactly once, each with its own map "
+        f"(lowest agreement with the reference: {lowest:.4%} of pixels)."
+    )
 
 
 def run_exercise(code: Callable[..., T], *args: Any, **kwargs: Any) -> T:

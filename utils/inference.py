@@ -6,9 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch.overrides import TorchFunctionMode
 
 from ._upsample import upsample_argmax
 from .images import convert_image_to_rgb
@@ -25,13 +23,14 @@ def predict(
 ) -> list[np.ndarray]:
     """Segment `images` and return one (height, width) class-id map per image.
 
-    The maps equal transformers' `post_process_semantic_segmentation` with each
-    image's own size as target, pixel for pixel, but post-processing does less work
-    (see `upsample_argmax`) and maps are uint8 (150 classes fit), 8x smaller than the
-    int64 tensors transformers returns. On the CPU they are also the same whatever the
-    thread count or batch split (see `ReproducibleConvolutions`), so a Ray worker and
-    a plain loop agree bit for bit. Images of different sizes and modes may share a
-    batch. `device` defaults to the model's device.
+    Given the same scores, the maps equal transformers' `post_process_semantic_segmentation`
+    with each image's own size as target, pixel for pixel, but post-processing does less
+    work (see `upsample_argmax`) and maps are uint8 (150 classes fit), 8x smaller than the
+    int64 tensors transformers returns. The forward pass runs torch's default kernels, which
+    choose their algorithm by thread count and batch size: two runs may differ in the last
+    bit of a score, enough to flip a pixel on a near-tie (`assert_same_maps` allows for
+    that). Images of different sizes and modes may share a batch. `device` defaults to the
+    model's device.
 
     A long list is run `batch_size` images at a time: the scores of one forward pass take
     about 140 MB per image on a CPU, so memory stays bounded however many images you pass.
@@ -69,43 +68,12 @@ def predict_preprocessed(
         return []
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = np.uint8 if model.config.num_labels <= 256 else np.int32
-    if len(sizes) == 1 and device.type == "cpu":  # see ReproducibleConvolutions
-        pixel_values = pixel_values.repeat(2, 1, 1, 1)
-    with torch.inference_mode(), ReproducibleConvolutions():
+    with torch.inference_mode():
         logits = model(pixel_values=pixel_values.to(device)).logits
         return [
             upsample_argmax(logits[i], (height, width)).cpu().numpy().astype(dtype)
             for i, (height, width) in enumerate(sizes)
         ]
-
-
-class ReproducibleConvolutions(TorchFunctionMode):
-    """Run dense CPU convolutions on PyTorch's own kernels instead of oneDNN's or NNPACK's.
-
-    oneDNN picks its convolution algorithm by thread count and batch size, and PyTorch
-    switches to NNPACK from 16 images a batch, so the same image could get scores
-    differing in the last bit on a 1-thread Ray worker and in a 2-thread loop, or in
-    batches of 8 and of 16, and a pixel on a near-tie could change class. PyTorch's own
-    kernels (matrix multiplies) give the same bits for any thread count and any batch of
-    two or more images (a single image is therefore predicted as a batch of two), at
-    about the same speed. Depthwise convolutions keep oneDNN: they are reproducible already.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in (F.conv2d, torch.conv2d):
-            groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
-            if groups == 1 and args[0].device.type == "cpu":
-                # Only the `enabled` switch: `mkldnn.flags()` also resets TF32 and warns.
-                onednn = torch.backends.mkldnn.enabled
-                torch.backends.mkldnn.enabled = False
-                (nnpack,) = torch.backends.nnpack.set_flags(False)
-                try:
-                    return func(*args, **kwargs)
-                finally:
-                    torch.backends.mkldnn.enabled = onednn
-                    torch.backends.nnpack.set_flags(nnpack)
-        return func(*args, **kwargs)
 
 
 def reference_predict(
@@ -118,11 +86,8 @@ def reference_predict(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rgb = [convert_image_to_rgb(image) for image in images]
     pixel_values = image_processor(images=rgb, return_tensors="pt")["pixel_values"]
-    if len(rgb) == 1 and device.type == "cpu":
-        pixel_values = pixel_values.repeat(2, 1, 1, 1)
-    with torch.inference_mode(), ReproducibleConvolutions():
+    with torch.inference_mode():
         outputs = model(pixel_values=pixel_values.to(device))
-        outputs.logits = outputs.logits[: len(rgb)]
         maps = image_processor.post_process_semantic_segmentation(
             outputs, target_sizes=[(image.height, image.width) for image in rgb]
         )
