@@ -6,6 +6,7 @@ The notebooks import these modules; each does one job:
 - `data`, `images`: test images (ADE20K, your folder, or bundled photos), checked and in RGB
 - `model`, `inference`: load SegFormer; `predict` images to one class-id map each
 - `masks`: store and read maps (PNG, alone or in Parquet), rank the classes in a map
+- `baseline`: the plain loop's maps and time, measured once per machine and reused
 - `check`, `timing`, `visualisation`: check cells and exercises, measurements, plots
 - `cluster`, `predictor`, `labels`: what Ray workers need, the checkpoint predictor, ADE20K names
 

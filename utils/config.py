@@ -12,7 +12,7 @@ Every variable is optional; the defaults serve a learner on a laptop.
 - COURSE_SEED: seed for image sampling and the offline model (default 201)
 - COURSE_DEVICE: "auto", "cpu" or "cuda" (default auto)
 - COURSE_HUB_TIMEOUT: seconds to wait for the hub before falling back (default 5)
-- COURSE_CACHE_DIR: where `make prefetch` keeps test images
+- COURSE_CACHE_DIR: where `make prefetch` keeps test images and notebooks keep the baseline
   (default ~/.cache/ray-batch-inference-course)
 - COURSE_SEGMENT_DELAY_S: seconds each batch of the production job waits first, so tests
   and demonstrations can interrupt a run (default 0)
