@@ -1,5 +1,5 @@
 # Scalable Batch Inference with Ray: one command to learn, one to test.
-#   make lab    set up .venv and open JupyterLab on notebooks/
+#   make lab    set up .venv and open JupyterLab on notebooks/00_overview.ipynb
 #   make test   set up .venv and run every test, failing fast: lint and the unit tests that start
 #               nothing (make test-unit), then every notebook under nbval (make test-notebooks),
 #               then the tests that start Ray, the job or a two-node cluster (make test-ray)
@@ -10,6 +10,8 @@
 #   make test-cluster  a real two-node Ray cluster on this machine (token auth); notebooks 03 and 05 on it
 #                  (make test runs the same cluster tests with notebook 05 only)
 #   make test-gpu      every notebook on a CUDA GPU; without one it says so, runs nothing, exits 77
+#   make test-browser  make lab's JupyterLab in headless Chromium: notebooks 00 and 02 run from the
+#                  Run menu, no errors, diagrams and plots load (installs Playwright; Chromium as root)
 #   make check-workshop  offline readiness check: packages, model, images, Ray, a 10-image timing
 #   make exercises  after editing notebooks/solutions/: write the learner copies in notebooks/
 #   make format  format and lint-fix the whole tree (what the pre-commit hooks do)
@@ -22,7 +24,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 # Tests use few images so the whole suite stays fast; learners get the default (160).
 TEST_IMAGES ?= 8
 
-.PHONY: setup lab test test-unit test-notebooks test-ray test-cluster test-gpu run prefetch exercises
+.PHONY: setup lab test test-unit test-notebooks test-ray test-cluster test-gpu test-browser run
+.PHONY: prefetch exercises
 .PHONY: check-workshop bench bench-memory segment lint format hooks diagrams clean
 
 setup: $(STAMP)
@@ -40,8 +43,11 @@ $(STAMP): requirements.txt pyproject.toml
 # Containers and cloud VMs often run as root, which Jupyter refuses without --allow-root; the
 # server stays on 127.0.0.1 with token authentication either way.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+# Rooted at the repository, so the notebooks' diagrams (../assets) load; opens the first notebook.
+LAB_ARGS := --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks/00_overview.ipynb \
+	--ip=127.0.0.1 --no-browser
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(ALLOW_ROOT)
+	$(BIN)/jupyter lab $(LAB_ARGS) $(ALLOW_ROOT)
 
 test: test-unit test-notebooks test-ray
 
@@ -50,7 +56,7 @@ test: test-unit test-notebooks test-ray
 test-unit: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest tests -m "not slow and not cluster" -x
+	$(BIN)/python -m pytest tests -m "not slow and not cluster and not browser" -x
 
 test-notebooks: setup
 	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax --durations=10
@@ -63,6 +69,28 @@ test-cluster: setup
 
 test-gpu: setup
 	PYTHON=$(BIN)/python scripts/test_gpu.sh
+
+# Not part of `make test`: Playwright (pinned in pyproject's `browser` extra) drives the
+# system's Chromium (Playwright's own browser download is not used), installed with apt-get
+# when missing and run as root. Elsewhere: make test-browser CHROMIUM=/path/to/chromium
+CHROMIUM ?= /usr/bin/chromium
+BROWSER_STAMP := $(VENV)/.browser-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[browser]'
+	rm -f $(VENV)/.browser-*
+	touch $@
+
+test-browser: setup $(BROWSER_STAMP)
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		else \
+			echo "make test-browser needs Chromium at $(CHROMIUM). Install it, then run this again:" >&2; \
+			echo "  Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium" >&2; \
+			exit 1; \
+		fi; \
+	fi
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests -m browser --durations=5
 
 check-workshop: setup
 	$(BIN)/python -m utils.tools.workshop_check
