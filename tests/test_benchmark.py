@@ -4,11 +4,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
-from utils.tools.benchmark import COLUMNS, markdown_table
+from utils.tools.benchmark import COLUMNS, PeakMemory, markdown_table
 
 
 def test_markdown_table_formats_floats():
@@ -85,3 +87,29 @@ def test_job_memory_run_accounts_for_every_image(tmp_path):
         8 * measured["uint8_maps_gib"], abs=0.02
     )
     assert "would need" in result.stdout
+    assert 1 <= measured["pss_samples"] <= measured["rss_samples"]
+
+
+class _CostlyProcess:
+    """Stands in for a process whose PSS takes 20 ms of CPU to read, as one with torch does."""
+
+    def memory_info(self):
+        return SimpleNamespace(rss=300 * 2**20)
+
+    def memory_full_info(self):
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:
+            pass
+        return SimpleNamespace(pss=100 * 2**20)
+
+
+def test_peak_memory_reads_pss_only_as_often_as_its_cpu_budget_allows(monkeypatch):
+    """Two processes cost 40 ms of CPU per PSS sweep; at 10% of a CPU that is one sweep every
+    0.4 s, while the cheap RSS sum is read every 10 ms."""
+    monkeypatch.setattr(PeakMemory, "_processes", lambda self: [_CostlyProcess()] * 2)
+    with PeakMemory(interval_s=0.01, proportional=True, pss_budget=0.1) as memory:
+        time.sleep(1.0)
+    assert 1 <= memory.pss_samples <= 4, memory.pss_samples
+    assert memory.samples >= 10 * memory.pss_samples, (memory.samples, memory.pss_samples)
+    assert memory.peak_pss_bytes == 200 * 2**20 and memory.peak_bytes == 600 * 2**20
+    assert memory.cpu_seconds < 0.3  # no more than the sweeps allowed, plus the RSS reads

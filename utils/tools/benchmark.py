@@ -22,6 +22,7 @@ import os
 import platform
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,16 +262,25 @@ class PeakMemory:
     or of the process `root` and everything it started.
 
     Resident sizes (RSS) are summed, so memory shared between processes (libraries, Ray's
-    object store) counts once per process: an upper bound. With `proportional=True` it also
-    sums each process's proportional set size (PSS: shared pages split between the
-    processes sharing them), which adds up to the memory the run actually occupies.
+    object store) counts once per process: an upper bound, read every `interval_s`. With
+    `proportional=True` it also sums each process's proportional set size (PSS: shared pages
+    split between the processes sharing them), which adds up to the memory the run actually
+    occupies. Reading PSS makes the kernel walk every page table (about 20 ms for a process
+    that has imported torch), so PSS is read only as often as keeps the sampler within
+    `pss_budget` of one CPU: otherwise it would take CPU from the run it measures.
     """
 
     def __init__(
-        self, interval_s: float = 0.25, root: int | None = None, proportional: bool = False
+        self,
+        interval_s: float = 0.25,
+        root: int | None = None,
+        proportional: bool = False,
+        pss_budget: float = 0.02,
     ) -> None:
         self.interval_s, self.peak_bytes, self.root = interval_s, 0, root
-        self.proportional, self.peak_pss_bytes = proportional, 0
+        self.proportional, self.peak_pss_bytes, self.pss_budget = proportional, 0, pss_budget
+        self.samples = self.pss_samples = 0
+        self.cpu_seconds = 0.0  # the sampler's own CPU time
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -293,15 +303,25 @@ class PeakMemory:
         return found
 
     def _run(self) -> None:
+        next_pss = 0.0
         while not self._stop.is_set():
-            total = proportional = 0
-            for process in self._processes():
+            started = time.thread_time()
+            processes, total = self._processes(), 0
+            for process in processes:
                 with contextlib.suppress(psutil.Error):
                     total += process.memory_info().rss
-                    if self.proportional:
-                        proportional += process.memory_full_info().pss
             self.peak_bytes = max(self.peak_bytes, total)
-            self.peak_pss_bytes = max(self.peak_pss_bytes, proportional)
+            self.samples += 1
+            if self.proportional and time.monotonic() >= next_pss:
+                pss_started, proportional = time.thread_time(), 0
+                for process in processes:
+                    with contextlib.suppress(psutil.Error):
+                        proportional += process.memory_full_info().pss
+                self.peak_pss_bytes = max(self.peak_pss_bytes, proportional)
+                self.pss_samples += 1
+                cost = time.thread_time() - pss_started
+                next_pss = time.monotonic() + cost / self.pss_budget
+            self.cpu_seconds += time.thread_time() - started
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> PeakMemory:
@@ -680,6 +700,9 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
         "images_per_s": round(done / seconds, 3),
         "peak_pss_gib": round(memory.peak_pss_bytes / 2**30, 2),
         "peak_rss_gib": round(memory.peak_bytes / 2**30, 2),
+        "rss_samples": memory.samples,
+        "pss_samples": memory.pss_samples,
+        "sampler_cpu_s": round(memory.cpu_seconds, 1),
         "int64_maps_in_driver_gib": round(pixels * 8 / 2**30, 2),
         "uint8_maps_gib": round(pixels / 2**30, 2),
     }
@@ -689,6 +712,11 @@ def job_memory_run(n: int, out: Path) -> dict[str, Any]:
         f"exit code {code}; "
         f"peak memory of the whole run {result['peak_pss_gib']:.2f} GiB (summed PSS; "
         f"summed RSS, counting shared pages once per process: {result['peak_rss_gib']:.2f} GiB)."
+    )
+    print(
+        f"Memory read {memory.samples} times (RSS) and {memory.pss_samples} times (PSS); the "
+        f"sampling took {memory.cpu_seconds:.1f} s of CPU "
+        f"({memory.cpu_seconds / max(seconds, 1e-9):.1%} of one CPU over the run)."
     )
     print(
         f"Collecting all {n} maps in the driver as int64 would need "
