@@ -518,7 +518,7 @@ def test_the_job_runs_on_the_cluster_and_survives_a_lost_node(cluster, tmp_path)
     reference = job_masks(tmp_path / "out1")
     assert len(reference) == n_inputs - 1
 
-    # 2. A second worker node joins: one model actor per worker node (1.5 CPUs each).
+    # 2. A second worker node joins: two model actors per worker node (0.75 CPUs each).
     spare = cluster.root / "spare"
     cluster.start_node(
         spare,

@@ -537,9 +537,10 @@ def test_gpu_actors_get_shares_that_pack_onto_whole_gpus():
 @pytest.mark.parametrize(
     ("node_cpus", "actors", "plan"),
     [
-        ([2], None, (1, 1.5)),  # the prepare tasks keep 0.5
-        ([8], None, (7, 7.5 / 7)),
-        ([0, 2, 2], None, (2, 1.5)),  # a head without CPUs; one actor per worker node
+        ([2], None, (2, 0.75)),  # the prepare tasks keep 0.5; one actor per CPU left
+        ([8], None, (8, 7.5 / 8)),
+        ([0, 2, 2], None, (4, 0.75)),  # a head without CPUs; two actors per worker node
+        ([3.25], None, (3, 2.75 / 3)),  # a part CPU counts as one
         ([0, 2, 2], 1, (1, 1.5)),  # never more than one node has to give
         ([4, 2], 3, (3, 5 / 3)),  # 3.5 + 1.5 CPUs to spare
     ],

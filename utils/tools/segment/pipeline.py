@@ -223,7 +223,9 @@ def run_pipeline(
     )
     node_cpus = [float(node["Resources"].get("CPU", 0)) for node in nodes]
     plan = plan_actors(node_cpus, gpus, args.device, args.actors)
-    batch_size = min(args.batch_size, len(todo))
+    # Default: 2 images per call on a CPU actor (several actors share the RAM, and a CPU
+    # gains nothing from larger batches), 4 on a GPU.
+    batch_size = min(args.batch_size or (4 if plan.gpus else 2), len(todo))
 
     # With GPUs, CPU tasks preprocess so the GPUs only run the model. On CPUs alone the same
     # CPUs would do that work either way, and sending the model's float input (4 times the
@@ -485,9 +487,12 @@ def plan_actors(node_cpus: list[float], gpus: float, device: str, actors: int | 
     actor per GPU by default, each with a share that packs onto whole GPUs
     (`cluster.gpu_share`: 3 actors on 2 GPUs get 0.5 each, so all three start). On CPUs,
     every node keeps `PREPARE_CPUS` for the prepare tasks, or that stage could never run
-    beside the actors; by default each node gets one actor per whole CPU left (on 2 CPUs: one
-    actor with 1.5 CPUs, so 2 torch threads), and the actors share the CPUs left in all,
-    never more than one node has to give.
+    beside the actors; by default each node gets one single-threaded actor per CPU left,
+    counting a part CPU as one (on 2 CPUs: two actors with 0.75 CPUs and one torch thread
+    each), and the actors share the CPUs left in all, never more than one node has to give.
+    Single-threaded replicas beat one replica with two threads on a CPU: the serial parts
+    (preprocessing, post-processing, PNG encoding) of one overlap the forward pass of the
+    other (500 images on 2 cores: 2.88 against 2.46 images/s after the first result).
     """
     if device == "cuda" and gpus < 1:
         raise UsageError("--device cuda, but the Ray cluster has no GPU")
@@ -495,7 +500,7 @@ def plan_actors(node_cpus: list[float], gpus: float, device: str, actors: int | 
         count = actors or int(gpus)
         return ActorPlan(count, 1.0, gpu_share(gpus, count))
     spare = [cpus - PREPARE_CPUS for cpus in node_cpus if cpus > PREPARE_CPUS] or [0.0]
-    count = actors or max(1, sum(int(cpus) for cpus in spare))
+    count = actors or max(1, sum(math.ceil(cpus) for cpus in spare))
     share = min(max(spare), sum(spare) / count)
     return ActorPlan(count, max(0.1, share), 0.0)
 
