@@ -518,7 +518,8 @@ def test_the_job_runs_on_the_cluster_and_survives_a_lost_node(cluster, tmp_path)
     reference = job_masks(tmp_path / "out1")
     assert len(reference) == n_inputs - 1
 
-    # 2. A second worker node joins: two model actors per worker node (0.75 CPUs each).
+    # 2. A second worker node joins. Two model actors of 1.5 CPUs each: one per worker node
+    # (two do not fit on one), so losing a node leaves one.
     spare = cluster.root / "spare"
     cluster.start_node(
         spare,
@@ -538,7 +539,12 @@ def test_the_job_runs_on_the_cluster_and_survives_a_lost_node(cluster, tmp_path)
     out = tmp_path / "out2"
     job = subprocess.Popen(
         # Preprocessing in the CPU tasks, as with GPU actors: the model input crosses nodes.
-        [str(a) for a in job_command(source, out, "--batch-size", "1", "--preprocess", "tasks")],
+        [
+            str(a)
+            for a in job_command(
+                source, out, "--batch-size", "1", "--preprocess", "tasks", "--actors", "2"
+            )
+        ],
         cwd=REPO,
         env={**cluster.client_env, "COURSE_SEGMENT_DELAY_S": "1"},
         stdout=subprocess.PIPE,
@@ -559,7 +565,7 @@ def test_the_job_runs_on_the_cluster_and_survives_a_lost_node(cluster, tmp_path)
             job.communicate()
     assert lost > 0
     assert job.returncode == 0, stdout + stderr
-    assert "3 node(s)" in stdout and "2 model actor(s)" in stdout, stdout
+    assert "3 node(s)" in stdout and "2 model actor(s) on 1.5 CPU(s)" in stdout, stdout
     assert "preprocessing in the tasks" in stdout, stdout
     assert f"Summary: {n_inputs} inputs = {n_inputs - 1} written + 1 rejected" in stdout, stdout
     index = pd.read_parquet(out / "index.parquet")
