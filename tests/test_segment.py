@@ -592,3 +592,39 @@ def test_ray_speaks_only_with_verbose(monkeypatch, verbose):
     start_ray(job.parse_args(argv))
     assert started["log_to_driver"] is verbose  # workers' output: only with --verbose
     assert ("q" in started) is not verbose  # Ray's own log lines: in its log files only
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_model_actors_allocate_torch_buffers_in_huge_pages(monkeypatch, cluster):
+    """torch reads THP_MEM_ALLOC_ENABLE once, when a process starts: the job sets it before Ray
+    starts (local workers inherit it) and passes it in a cluster's runtime environment; a value
+    the user set stands."""
+    import ray
+
+    from utils.tools.segment import job
+    from utils.tools.segment.pipeline import start_ray
+
+    started = {}
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    monkeypatch.setenv("RAY_num_workers_soft_limit", "2")  # start_ray's default; undone after
+    if cluster:
+        monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: started.update(kwargs))
+    monkeypatch.setattr("utils.tools.segment.pipeline.quiet_ray", lambda: None)
+    monkeypatch.setattr("utils.tools.segment.pipeline.stop_on_sigterm", lambda: None)
+    start_ray(job.parse_args(["photos", "--out", "masks"]))
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    if cluster:
+        env_vars = started["runtime_env"]["env_vars"]
+        assert env_vars["THP_MEM_ALLOC_ENABLE"] == "1" and started["runtime_env"]["py_modules"]
+    else:
+        assert started["runtime_env"] is None  # the workers inherit this process's environment
+
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")  # the user's choice
+    start_ray(job.parse_args(["photos", "--out", "masks"]))
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
+    if cluster:
+        assert started["runtime_env"]["env_vars"]["THP_MEM_ALLOC_ENABLE"] == "0"
