@@ -257,6 +257,15 @@ RUNNERS: dict[str, Callable[..., dict]] = {
 # ---------------------------------------------------------------- measuring
 
 
+def _summed(processes: list[psutil.Process], measure: Callable[[psutil.Process], int]) -> int:
+    """`measure` summed over `processes`, skipping any that ended meanwhile."""
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += measure(process)
+    return total
+
+
 class PeakMemory:
     """Samples the resident memory of this process plus Ray's worker processes on this node,
     or of the process `root` and everything it started.
@@ -306,18 +315,14 @@ class PeakMemory:
         next_pss = 0.0
         while not self._stop.is_set():
             started = time.thread_time()
-            processes, total = self._processes(), 0
-            for process in processes:
-                with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
-            self.peak_bytes = max(self.peak_bytes, total)
+            processes = self._processes()
+            rss = _summed(processes, lambda process: process.memory_info().rss)
+            self.peak_bytes = max(self.peak_bytes, rss)
             self.samples += 1
             if self.proportional and time.monotonic() >= next_pss:
-                pss_started, proportional = time.thread_time(), 0
-                for process in processes:
-                    with contextlib.suppress(psutil.Error):
-                        proportional += process.memory_full_info().pss
-                self.peak_pss_bytes = max(self.peak_pss_bytes, proportional)
+                pss_started = time.thread_time()
+                pss = _summed(processes, lambda process: process.memory_full_info().pss)
+                self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
                 self.pss_samples += 1
                 cost = time.thread_time() - pss_started
                 next_pss = time.monotonic() + cost / self.pss_budget
