@@ -114,6 +114,21 @@ def test_importing_utils_imports_no_heavy_library_until_a_helper_is_used():
     assert result.stdout.split("\n")[:4] == ["[]", "[]", "True", "True"], result.stdout
 
 
+def test_importing_ray_builds_no_grammar_parsers():
+    """Every Ray process imports jsonschema. From jsonschema 4.25, with rfc3987-syntax (which
+    Jupyter's dependencies install) that import builds about 35 Lark parsers: 2.3 s of CPU in
+    each driver, worker and Ray agent. requirements.txt pins jsonschema below 4.25."""
+    code = (
+        "import sys, ray\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'rfc3987_syntax', 'lark'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", (
+        f"importing ray imported {result.stdout.strip()}: is jsonschema 4.25 or newer installed?"
+    )
+
+
 def utils_sources() -> dict[str, str]:
     return {
         path.relative_to(ROOT).as_posix(): path.read_text()
