@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from ._ade20k import is_archive_url, read_archive_images, read_hub_images
 from .config import DEFAULT_DATASET, CourseConfig, get_config
 from .hub import SourceUnavailableError, hub_unavailable_reason, offline_reason, short_error
-from .images import IMAGE_SUFFIXES, inspect_image
+from .images import IMAGE_SUFFIXES, inspect_image, printable_id
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "images"
 FEATURES = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("string")})
@@ -273,8 +273,3 @@ def list_files(
             inputs.append((printable_id(path.relative_to(source).as_posix()), path))
     inputs.sort(key=lambda item: item[0])
     return inputs, hidden
-
-
-def printable_id(image_id: str) -> str:
-    """`image_id` with undecodable bytes escaped, so it can be printed and stored."""
-    return os.fsencode(image_id).decode("utf-8", "backslashreplace")

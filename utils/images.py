@@ -173,3 +173,8 @@ def _inspect_open_image(image: Image.Image, signature: dict[str, int]) -> Inspec
     if rgb is image:
         rgb = image.copy()  # detach it from the file, which is closed on return
     return Inspection(rgb, "", "; ".join(notes), height=rgb.height, width=rgb.width, **signature)
+
+
+def printable_id(image_id: str) -> str:
+    """`image_id` with undecodable bytes escaped, so it can be printed and stored."""
+    return os.fsencode(image_id).decode("utf-8", "backslashreplace")

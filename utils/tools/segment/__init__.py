@@ -5,6 +5,15 @@
 - `files`: inputs, the Parquet index and atomic writes, none of which needs Ray
 """
 
-from .job import main
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The job's command line (`job.main`). Imported when called, not with the package: a Ray
+    worker that unpickles a stage of `pipeline` then imports only what that stage needs."""
+    from .job import main as run
+
+    return run(argv)
+
 
 __all__ = ["main"]

@@ -28,8 +28,7 @@ from tqdm import tqdm
 
 from utils.cluster import gpu_share
 from utils.config import get_config
-from utils.data import printable_id
-from utils.images import Inspection, inspect_image
+from utils.images import Inspection, inspect_image, printable_id
 from utils.tools.segment import files as sio
 from utils.tools.segment.files import ResultWriter, UsageError, say
 
@@ -63,8 +62,6 @@ def prepare_batch(
     (uint8, `input_shape` = height, width, 3), a quarter of the size, which the actors
     preprocess themselves.
     """
-    from utils.inference import preprocess
-
     columns: dict[str, list] = {name: [] for name in INDEX_COLUMNS}
     images = []
     for image_id, path in zip(batch["image_id"], batch["path"]):
@@ -85,6 +82,8 @@ def prepare_batch(
         images.append(found.image if found.ok else None)
     accepted = [i for i, image in enumerate(images) if image is not None]
     if image_processor is not None:
+        from utils.inference import preprocess  # imports torch: only where it is needed
+
         pixel_values, _ = preprocess(image_processor, [images[i] for i in accepted])
         arrays = list(pixel_values.numpy())
     else:
