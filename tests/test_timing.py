@@ -3,7 +3,15 @@ import matplotlib
 matplotlib.use("Agg")
 import pytest
 
-from utils.timing import Span, Stopwatch, plot_timeline, results_table, timed
+from utils.timing import (
+    Span,
+    Stopwatch,
+    plot_timeline,
+    results_table,
+    save_results,
+    saved_results,
+    timed,
+)
 
 
 def test_stopwatch_measures_elapsed_time():
@@ -39,3 +47,28 @@ def test_timeline_has_one_row_per_worker():
     assert len(figure.axes[0].patches) == 3
     with pytest.raises(ValueError):
         plot_timeline([])
+
+
+def test_saved_results_read_back_each_notebooks_latest_runs_at_one_image_count(tmp_path):
+    def runs(seconds: float, images: int = 8) -> list[dict]:
+        return [
+            {"approach": "sequential", "images": images, "seconds": 4.0},
+            {"approach": "Ray Tasks", "images": images, "seconds": seconds},
+        ]
+
+    assert saved_results(8, cache_dir=tmp_path).empty  # nothing saved yet
+    save_results("02_ray_tasks", runs(9.0), cache_dir=tmp_path)
+    save_results("02_ray_tasks", runs(5.0), cache_dir=tmp_path)  # run again: replaces
+    save_results("02_ray_tasks", runs(50.0, images=160), cache_dir=tmp_path)  # another count
+    save_results(
+        "03_ray_actors", [{"approach": "Ray Actors", "images": 8, "seconds": 2.0}], tmp_path
+    )
+    table = saved_results(8, cache_dir=tmp_path)
+    assert table[["notebook", "approach", "seconds"]].values.tolist() == [
+        ["02_ray_tasks", "sequential", 4.0],
+        ["02_ray_tasks", "Ray Tasks", 5.0],
+        ["03_ray_actors", "Ray Actors", 2.0],
+    ]
+    assert (table["images"] == 8).all() and table["measured_at"].str.match(r"\d{4}-").all()
+    assert saved_results(160, cache_dir=tmp_path)["seconds"].tolist() == [4.0, 50.0]
+    assert not list(tmp_path.rglob("*.tmp"))

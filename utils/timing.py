@@ -1,4 +1,5 @@
-"""Measuring: wall-clock stopwatches, per-batch spans from workers, tables and timelines."""
+"""Measuring: wall-clock stopwatches, per-batch spans from workers, tables and timelines, and
+each notebook's measured runs saved for the recap."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
+
+from .config import get_config
 
 
 class Stopwatch:
@@ -65,6 +69,35 @@ def results_table(rows: Iterable[dict[str, Any]], baseline: str | None = None) -
             raise ValueError(f"baseline {baseline!r} is not among the approaches")
         table["vs " + baseline] = table["images/s"] / reference.iloc[0]
     return table.round(3)
+
+
+def save_results(
+    notebook: str, rows: Iterable[dict[str, Any]], cache_dir: Path | None = None
+) -> Path:
+    """Keep a notebook's measured runs (`approach`, `images`, `seconds`) in the course cache.
+
+    The recap (notebook 07) reads every notebook's runs back with `saved_results` and compares
+    the approaches without running them all again. One file per notebook and image count: a
+    later run of the same notebook at the same count replaces it.
+    """
+    table = pd.DataFrame(list(rows))[["approach", "images", "seconds"]]
+    table.insert(0, "notebook", notebook)
+    table["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+    images = int(table["images"].max())
+    path = (cache_dir or get_config().cache_dir) / "results" / f"{notebook}-{images}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_suffix(f".{os.getpid()}.tmp")
+    table.to_csv(staged, index=False)
+    os.replace(staged, path)  # a notebook stopped mid-write leaves no half file
+    return path
+
+
+def saved_results(images: int, cache_dir: Path | None = None) -> pd.DataFrame:
+    """Every notebook's runs saved by `save_results` whose largest run had `images` images."""
+    folder = (cache_dir or get_config().cache_dir) / "results"
+    tables = [pd.read_csv(path) for path in sorted(folder.glob(f"*-{images}.csv"))]
+    columns = ["notebook", "approach", "images", "seconds", "measured_at"]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
 
 def plot_timeline(spans: Sequence[Span], title: str = "Batches per worker") -> Figure:
