@@ -85,10 +85,28 @@ def describe_cluster() -> str:
     else:
         named = " named by RAY_ADDRESS" if named_cluster else ""
         where = f"connected to the Ray cluster at {address}{named}"
+    url = dashboard_url()
     return (
         f"Ray {ray.__version__}, {where}: {len(nodes)} node(s), "
         f"{resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s)"
+        + (f"; dashboard at {url} (it asks for the token: `ray get-auth-token`)" if url else "")
     )
+
+
+def dashboard_url() -> str | None:
+    """The address of the dashboard's web pages, or None where Ray runs without them.
+
+    `ray.init` returns it in its context; called again with `ignore_reinit_error=True`, it
+    returns the context of the Ray this process already uses and starts nothing (and, with
+    `configure_logging=False`, leaves Ray's log level as the first call set it). Without
+    `ray[default]` the dashboard runs without a web server and the address is empty.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    address = ray.init(ignore_reinit_error=True, configure_logging=False).dashboard_url
+    return f"http://{address}" if address else None
 
 
 def gpus_per_worker(n_workers: int) -> float:

@@ -1,0 +1,53 @@
+"""The dashboard the notebooks point to: its pages on 127.0.0.1, its data behind Ray's token.
+
+`ray[default]` is installed so that the dashboard serves its web pages and the state API that
+notebook 07 teaches can answer; `describe_cluster` prints the dashboard's address.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from utils.cluster import dashboard_url, describe_cluster
+
+
+def test_no_dashboard_address_without_ray():
+    import ray
+
+    assert not ray.is_initialized()
+    assert dashboard_url() is None
+
+
+@pytest.mark.slow
+def test_the_dashboard_serves_its_pages_locally_and_its_data_only_with_the_token():
+    import ray
+
+    ray.init(address="local", num_cpus=1, logging_level=logging.ERROR)
+    try:
+        url = dashboard_url()
+        assert url is not None, "no dashboard pages: is ray[default] installed?"
+        assert url.startswith("http://127.0.0.1:"), url
+        assert f"dashboard at {url}" in describe_cluster()
+        assert logging.getLogger("ray").level == logging.ERROR, "dashboard_url reset Ray's logging"
+
+        page = requests.get(f"{url}/", timeout=60)  # public: the page that asks for the token
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        refused = requests.get(f"{url}/api/v0/actors", timeout=60)
+        assert refused.status_code in (401, 403), refused.status_code
+
+        ray_command = Path(sys.executable).with_name("ray")
+        token = subprocess.run(
+            [ray_command, "get-auth-token"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        allowed = requests.get(
+            f"{url}/api/v0/actors", headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+        assert allowed.status_code == 200, allowed.text[:300]
+    finally:
+        ray.shutdown()
