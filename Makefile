@@ -11,7 +11,8 @@
 #                  (make test runs the same cluster tests with notebook 05 only)
 #   make test-gpu      every notebook on a CUDA GPU; without one it says so, runs nothing, exits 77
 #   make test-browser  make lab's JupyterLab in headless Chromium: notebooks 00 and 02 run from the
-#                  Run menu, no errors, diagrams and plots load (installs Playwright; Chromium as root)
+#                  Run menu, no errors, diagrams and plots load; the dashboard opens with the token
+#                  (installs Playwright; Chromium as root)
 #   make check-workshop  offline readiness check: packages, model, images, Ray, a 10-image timing
 #   make exercises  after editing notebooks/solutions/: write the learner copies in notebooks/
 #   make format  format and lint-fix the whole tree (what the pre-commit hooks do)

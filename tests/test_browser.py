@@ -478,3 +478,42 @@ def test_an_exception_in_a_cell_is_reported_and_a_warning_is_not(lab, page, open
     assert "have no execution count, the first: cell " in problems[1], problems[1]
     warned = state["cells"][0]
     assert warned["prompt"] == "[1]:" and warned["stderr"] and not warned["errors"], warned
+
+
+def test_the_dashboard_asks_for_the_token_and_shows_the_cluster_with_it(page):
+    """The dashboard the notebooks point to, as a learner opens it: the page asks for Ray's
+    token, refuses a wrong one, and with the right one (`ray get-auth-token`) shows this node."""
+    import logging
+    import sys
+
+    import ray
+
+    from utils.cluster import dashboard_url
+
+    ray.init(address="local", num_cpus=1, logging_level=logging.ERROR)
+    try:
+        url = dashboard_url()
+        assert url is not None, "no dashboard pages: is ray[default] installed?"
+        node = ray.get_runtime_context().get_node_id()
+        token = subprocess.run(
+            [Path(sys.executable).with_name("ray"), "get-auth-token"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        page.goto(url)
+        dialog = page.get_by_text("Authentication Token Required")
+        field_ = page.get_by_placeholder("Enter your authentication token")
+        for attempt in (secrets.token_hex(32), token):
+            dialog.wait_for()
+            field_.fill(attempt)
+            page.get_by_role("button", name="Submit").click()
+            page.wait_for_timeout(2000)
+            if attempt != token:
+                assert dialog.is_visible(), "the dashboard accepted a wrong token"
+        dialog.wait_for(state="hidden")
+        page.get_by_text(node).first.wait_for(timeout=120_000)  # the autoscaler's node list
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=OUT / "dashboard.png", full_page=True)
+    finally:
+        ray.shutdown()
