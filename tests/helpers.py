@@ -13,3 +13,15 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
     base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
     noisy = base + rng.normal(0, 20, base.shape)
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+
+
+def ray_auth_token() -> str:
+    """This machine's Ray token, as `ray get-auth-token` prints it: the dashboard asks for it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ray_command = Path(sys.executable).with_name("ray")  # the `ray` of this environment
+    return subprocess.run(
+        [ray_command, "get-auth-token"], capture_output=True, text=True, check=True
+    ).stdout.strip()

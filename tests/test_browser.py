@@ -484,9 +484,9 @@ def test_the_dashboard_asks_for_the_token_and_shows_the_cluster_with_it(page):
     """The dashboard the notebooks point to, as a learner opens it: the page asks for Ray's
     token, refuses a wrong one, and with the right one (`ray get-auth-token`) shows this node."""
     import logging
-    import sys
 
     import ray
+    from helpers import ray_auth_token
 
     from utils.cluster import dashboard_url
 
@@ -495,12 +495,7 @@ def test_the_dashboard_asks_for_the_token_and_shows_the_cluster_with_it(page):
         url = dashboard_url()
         assert url is not None, "no dashboard pages: is ray[default] installed?"
         node = ray.get_runtime_context().get_node_id()
-        token = subprocess.run(
-            [Path(sys.executable).with_name("ray"), "get-auth-token"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        token = ray_auth_token()
         page.goto(url)
         dialog = page.get_by_text("Authentication Token Required")
         field_ = page.get_by_placeholder("Enter your authentication token")

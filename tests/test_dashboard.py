@@ -7,12 +7,10 @@ notebook 07 teaches can answer; `describe_cluster` prints the dashboard's addres
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
+from helpers import ray_auth_token
 
 from utils.cluster import dashboard_url, describe_cluster
 
@@ -41,12 +39,10 @@ def test_the_dashboard_serves_its_pages_locally_and_its_data_only_with_the_token
         refused = requests.get(f"{url}/api/v0/actors", timeout=60)
         assert refused.status_code in (401, 403), refused.status_code
 
-        ray_command = Path(sys.executable).with_name("ray")
-        token = subprocess.run(
-            [ray_command, "get-auth-token"], capture_output=True, text=True, check=True
-        ).stdout.strip()
         allowed = requests.get(
-            f"{url}/api/v0/actors", headers={"Authorization": f"Bearer {token}"}, timeout=60
+            f"{url}/api/v0/actors",
+            headers={"Authorization": f"Bearer {ray_auth_token()}"},
+            timeout=60,
         )
         assert allowed.status_code == 200, allowed.text[:300]
     finally:
