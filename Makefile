@@ -8,7 +8,7 @@
 #   make bench  measure every approach at 10, 100 and 1000 images; results in results/
 #   make bench-memory  the production job on 10,000 images: peak memory of the whole run
 #   make test-cluster  a real two-node Ray cluster on this machine (token auth); notebooks 03 and 05 on it
-#                  (make test runs the same cluster tests with notebook 05 only)
+#                  (make test runs the same cluster tests without the notebooks)
 #   make test-gpu      every notebook on a CUDA GPU; without one it says so, runs nothing, exits 77
 #   make test-browser  make lab's JupyterLab in headless Chromium: notebooks 00 and 02 run from the
 #                  Run menu, no errors, diagrams and plots load; the dashboard opens with the token
@@ -63,10 +63,11 @@ test-notebooks: setup
 	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest notebooks --nbval-lax --durations=10
 
 test-ray: setup
-	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests -m "slow or cluster" --durations=10
+	COURSE_NUM_IMAGES=$(TEST_IMAGES) $(BIN)/python -m pytest tests \
+		-m "(slow or cluster) and not cluster_notebooks" --durations=10
 
 test-cluster: setup
-	CLUSTER_TEST_NOTEBOOKS="03_ray_actors.ipynb 05_ray_data.ipynb" $(BIN)/python -m pytest tests -m cluster
+	$(BIN)/python -m pytest tests -m cluster
 
 test-gpu: setup
 	PYTHON=$(BIN)/python scripts/test_gpu.sh

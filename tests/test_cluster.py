@@ -9,9 +9,9 @@ Ray cluster on this machine with `ray start`, the way an administrator would:
 - token authentication on, with a token made for this cluster by `ray get-auth-token
   --generate` and handed to every process with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH,
 
-then show that `utils` reaches the worker only through `course_runtime_env()` and run the
-Ray Data notebook (with `make test-cluster`, also the Actors notebook) against the cluster
-through nbval with RAY_ADDRESS set.
+then show that `utils` reaches the worker only through `course_runtime_env()`, run the
+production job on it and lose a node, and (`make test-cluster` only: minutes more, so not in
+`make test`) run the Actors and Ray Data notebooks against it through nbval with RAY_ADDRESS set.
 The cluster uses its own ports and temp dir, and the teardown stops exactly its processes
 (never `ray stop`, which would stop every Ray on the machine), even when a test fails.
 """
@@ -46,9 +46,10 @@ from utils.cluster import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-# The Ray Data notebook (actor pool, blocks, CPU reservations) by default; `make test-cluster`
-# adds the Actors notebook, and CLUSTER_TEST_NOTEBOOKS="02_x.ipynb ..." runs any others.
+# The Actors and Ray Data notebooks (actors, an actor pool, blocks, CPU reservations) by default;
+# CLUSTER_TEST_NOTEBOOKS="02_x.ipynb ..." runs others.
 CLUSTER_NOTEBOOKS = tuple(os.environ.get("CLUSTER_TEST_NOTEBOOKS", "").split()) or (
+    "03_ray_actors.ipynb",
     "05_ray_data.ipynb",
 )
 NOTEBOOK_IMAGES = "8"
@@ -421,6 +422,7 @@ def runnable_notebook(name):
 
 
 @pytest.mark.cluster
+@pytest.mark.cluster_notebooks
 def test_notebooks_run_on_the_cluster(cluster):
     notebooks = [runnable_notebook(name) for name in CLUSTER_NOTEBOOKS]
     missing = [n.name for n in notebooks if not n.is_file()]
