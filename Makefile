@@ -31,14 +31,12 @@ TEST_IMAGES ?= 8
 
 setup: $(STAMP)
 
-# --no-compile: pip would byte-compile every module of torch, transformers and Ray (about 45 s of
-# a 75-second install on 2 cores); Python compiles the ones a program imports when it first does.
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13), \
 		f"Python 3.11 to 3.13 is needed, this is {sys.version.split()[0]}"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
