@@ -1,10 +1,12 @@
-"""Shared fixtures: the offline model, a few small images of every kind, and a guard that
-fails any test that leaves torch on another number of threads than it found.
+"""Shared fixtures: the offline model, a few small images of every kind, a local Ray instance,
+and a guard that fails any test that leaves torch on another number of threads than it found.
 
 Helper functions live in helpers.py (`from helpers import photo`), not here.
 """
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -27,6 +29,39 @@ def torch_threads_unchanged():
             "it (for example with try/finally) after torch.set_num_threads",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray instance (2 CPUs, the dashboard on 127.0.0.1, token authentication on).
+
+    Starting Ray takes seconds, so the tests that ask for it run one after another and share
+    one instance, stopped after the last of them (`pytest_runtest_teardown`): an idle Ray and
+    its dashboard would take CPU from the tests after them.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, logging_level=logging.ERROR)
+    return ray
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Move the tests that use `local_ray` next to the first of them (others keep their order)."""
+    users = [item for item in items if "local_ray" in getattr(item, "fixturenames", ())]
+    if users:
+        first = items.index(users[0])
+        others = [item for item in items if item not in users]
+        items[:] = others[:first] + users + others[first:]
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the shared Ray instance after the last test that uses it."""
+    uses = "local_ray" in getattr(item, "fixturenames", ())
+    if uses and (nextitem is None or "local_ray" not in getattr(nextitem, "fixturenames", ())):
+        import ray
+
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

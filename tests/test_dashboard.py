@@ -23,27 +23,21 @@ def test_no_dashboard_address_without_ray():
 
 
 @pytest.mark.slow
-def test_the_dashboard_serves_its_pages_locally_and_its_data_only_with_the_token():
-    import ray
+def test_the_dashboard_serves_its_pages_locally_and_its_data_only_with_the_token(local_ray):
+    url = dashboard_url()
+    assert url is not None, "no dashboard pages: is ray[default] installed?"
+    assert url.startswith("http://127.0.0.1:"), url
+    assert f"dashboard at {url}" in describe_cluster()
+    assert logging.getLogger("ray").level == logging.ERROR, "dashboard_url reset Ray's logging"
 
-    ray.init(address="local", num_cpus=1, logging_level=logging.ERROR)
-    try:
-        url = dashboard_url()
-        assert url is not None, "no dashboard pages: is ray[default] installed?"
-        assert url.startswith("http://127.0.0.1:"), url
-        assert f"dashboard at {url}" in describe_cluster()
-        assert logging.getLogger("ray").level == logging.ERROR, "dashboard_url reset Ray's logging"
+    page = requests.get(f"{url}/", timeout=60)  # public: the page that asks for the token
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    refused = requests.get(f"{url}/api/v0/actors", timeout=60)
+    assert refused.status_code in (401, 403), refused.status_code
 
-        page = requests.get(f"{url}/", timeout=60)  # public: the page that asks for the token
-        assert page.status_code == 200 and "<html" in page.text.lower()
-        refused = requests.get(f"{url}/api/v0/actors", timeout=60)
-        assert refused.status_code in (401, 403), refused.status_code
-
-        allowed = requests.get(
-            f"{url}/api/v0/actors",
-            headers={"Authorization": f"Bearer {ray_auth_token()}"},
-            timeout=60,
-        )
-        assert allowed.status_code == 200, allowed.text[:300]
-    finally:
-        ray.shutdown()
+    allowed = requests.get(
+        f"{url}/api/v0/actors",
+        headers={"Authorization": f"Bearer {ray_auth_token()}"},
+        timeout=60,
+    )
+    assert allowed.status_code == 200, allowed.text[:300]

@@ -229,16 +229,11 @@ def test_bad_masks_are_refused_when_writing_with_their_image():
 
 
 @pytest.mark.slow
-def test_ray_data_writes_the_layout_read_masks_reads(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_ray_data_writes_the_layout_read_masks_reads(tmp_path, local_ray):
     masks = hand_made()
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
-    try:
-        source = ray.data.from_items([{"image_id": i} for i in masks])
-        source.map_batches(
-            lambda batch: masks_to_batch(batch["image_id"], [masks[i] for i in batch["image_id"]]),
-            batch_size=2,
-        ).write_parquet(str(tmp_path / "ray"))
-    finally:
-        ray.shutdown()
+    source = local_ray.data.from_items([{"image_id": i} for i in masks])
+    source.map_batches(
+        lambda batch: masks_to_batch(batch["image_id"], [masks[i] for i in batch["image_id"]]),
+        batch_size=2,
+    ).write_parquet(str(tmp_path / "ray"))
     assert_hand_made(read_masks(tmp_path / "ray"))

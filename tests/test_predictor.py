@@ -187,9 +187,9 @@ def one_torch_thread():
 
 
 @pytest.mark.slow
-def test_actor_pool_predicts_from_the_checkpoint(saved, tmp_path, one_torch_thread):
+def test_actor_pool_predicts_from_the_checkpoint(saved, one_torch_thread, local_ray):
     """The notebook's pattern: each actor loads the checkpoint itself; results match."""
-    ray = pytest.importorskip("ray")
+    ray = local_ray
     model, processor, checkpoint, _ = saved
     images = sample_images()
     ids = ["z", "a", "m"]
@@ -202,22 +202,18 @@ def test_actor_pool_predicts_from_the_checkpoint(saved, tmp_path, one_torch_thre
         def __call__(self, batch):
             return self.predictor(batch)
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        rows = [{"image_id": i, "image": png_bytes(im)} for i, im in zip(ids, images)]
-        out = (
-            ray.data.from_items(rows)
-            .map_batches(
-                FromCheckpoint,
-                fn_constructor_args=(checkpoint,),
-                batch_size=2,
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
-                num_cpus=1,
-            )
-            .take_all()
+    rows = [{"image_id": i, "image": png_bytes(im)} for i, im in zip(ids, images)]
+    out = (
+        ray.data.from_items(rows)
+        .map_batches(
+            FromCheckpoint,
+            fn_constructor_args=(checkpoint,),
+            batch_size=2,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+            num_cpus=1,
         )
-    finally:
-        ray.shutdown()
+        .take_all()
+    )
     want = dict(zip(ids, predict(model, processor, images)))
     assert sorted(r["image_id"] for r in out) == sorted(ids)
     assert_same_maps({row["image_id"]: decode_mask(row["mask"]) for row in out}, want)
