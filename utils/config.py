@@ -14,8 +14,8 @@ Every variable is optional; the defaults serve a learner on a laptop.
 - COURSE_HUB_TIMEOUT: seconds to wait for the hub before falling back (default 5)
 - COURSE_CACHE_DIR: where `make prefetch` keeps test images and notebooks keep the baseline
   (default ~/.cache/ray-batch-inference-course)
-- COURSE_SEGMENT_DELAY_S: seconds each batch of the production job waits first, so tests
-  and demonstrations can interrupt a run (default 0)
+- COURSE_SEGMENT_DELAY_S: seconds each model batch of the production job waits before the
+  model runs, so tests and demonstrations can interrupt a run (default 0)
 - HF_HUB_OFFLINE: "1" never contacts the hub (standard meaning)
 - TRANSFORMERS_OFFLINE: "1" means the same (huggingface_hub honours it too)
 - RAY_ADDRESS: connect to this Ray cluster (standard meaning)

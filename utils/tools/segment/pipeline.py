@@ -139,10 +139,10 @@ class Segmenter:
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from utils.masks import class_shares, encode_mask
 
-        if self.delay:
-            time.sleep(self.delay)
         status, reason = list(batch["status"]), list(batch["reason"])
         accepted = [i for i, s in enumerate(status) if s == sio.OK]
+        if self.delay and accepted:  # a batch of rejected files only runs no model
+            time.sleep(self.delay)
         maps = self._predict(batch, accepted)
         tops: list[str] = ["[[], []]"] * len(status)
         for i, result in zip(accepted, maps):
