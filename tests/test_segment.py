@@ -23,8 +23,7 @@ from helpers import photo
 from PIL import Image
 
 from utils.check import assert_same_maps
-from utils.data import list_files
-from utils.images import inspect_image, printable_id
+from utils.images import inspect_image, list_files, printable_id
 from utils.inference import predict
 from utils.masks import read_mask
 from utils.model import image_processor_class, offline_model

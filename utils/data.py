@@ -17,9 +17,7 @@ images, decoded on access) and a stable, unique `image_id` column. Sources, in o
 from __future__ import annotations
 
 import io
-import os
 import posixpath
-from collections.abc import Iterable
 from pathlib import Path
 
 import datasets
@@ -29,7 +27,7 @@ from PIL import Image, ImageOps
 from ._ade20k import is_archive_url, read_archive_images, read_hub_images
 from .config import DEFAULT_DATASET, CourseConfig, get_config
 from .hub import SourceUnavailableError, hub_unavailable_reason, offline_reason, short_error
-from .images import IMAGE_SUFFIXES, inspect_image, printable_id
+from .images import IMAGE_SUFFIXES, inspect_image, list_files
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "images"
 FEATURES = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("string")})
@@ -239,37 +237,3 @@ def get_image_indices(dataset: datasets.Dataset, n: int, seed: int | None = None
         )
     rng = np.random.default_rng(get_config().seed if seed is None else seed)
     return sorted(int(i) for i in rng.choice(len(dataset), size=n, replace=False))
-
-
-def list_files(
-    source: Path | str, exclude: Iterable[Path] = ()
-) -> tuple[list[tuple[str, Path]], int]:
-    """Every file under `source` (recursively, sorted) as `(image_id, path)`, and the number
-    of hidden entries skipped. Bytes of a file name that are not UTF-8 are escaped in its id.
-
-    Every file is an input, whatever its name: a photo named `.txt` is still segmented and a
-    text file named `.jpg` is rejected, with its reason. Hidden files and folders (`.name`,
-    such as `.DS_Store` or `.ipynb_checkpoints`) are skipped and counted, and so are the
-    folders in `exclude` (the job's own output folder when it lies inside `source`).
-    """
-    source = Path(source)
-    excluded = {Path(p).resolve() for p in exclude}
-    inputs: list[tuple[str, Path]] = []
-    hidden = 0
-    for folder, dirs, files in os.walk(source):
-        here = Path(folder)
-        kept = []
-        for name in sorted(dirs):
-            if name.startswith("."):
-                hidden += 1
-            elif (here / name).resolve() not in excluded:
-                kept.append(name)
-        dirs[:] = kept
-        for name in sorted(files):
-            if name.startswith("."):
-                hidden += 1
-                continue
-            path = here / name
-            inputs.append((printable_id(path.relative_to(source).as_posix()), path))
-    inputs.sort(key=lambda item: item[0])
-    return inputs, hidden

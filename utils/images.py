@@ -1,11 +1,12 @@
-"""Images: any PIL image to the 8-bit RGB the model expects, and whether a file is usable."""
+"""Images: any PIL image to the 8-bit RGB the model expects, whether a file is usable, and the
+files of a folder to try."""
 
 from __future__ import annotations
 
 import os
 import stat
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,37 @@ def _inspect_open_image(image: Image.Image, signature: dict[str, int]) -> Inspec
 def printable_id(image_id: str) -> str:
     """`image_id` with undecodable bytes escaped, so it can be printed and stored."""
     return os.fsencode(image_id).decode("utf-8", "backslashreplace")
+
+
+def list_files(
+    source: Path | str, exclude: Iterable[Path] = ()
+) -> tuple[list[tuple[str, Path]], int]:
+    """Every file under `source` (recursively, sorted) as `(image_id, path)`, and the number
+    of hidden entries skipped. Bytes of a file name that are not UTF-8 are escaped in its id.
+
+    Every file is an input, whatever its name: a photo named `.txt` is still segmented and a
+    text file named `.jpg` is rejected, with its reason. Hidden files and folders (`.name`,
+    such as `.DS_Store` or `.ipynb_checkpoints`) are skipped and counted, and so are the
+    folders in `exclude` (the job's own output folder when it lies inside `source`).
+    """
+    source = Path(source)
+    excluded = {Path(p).resolve() for p in exclude}
+    inputs: list[tuple[str, Path]] = []
+    hidden = 0
+    for folder, dirs, files in os.walk(source):
+        here = Path(folder)
+        kept = []
+        for name in sorted(dirs):
+            if name.startswith("."):
+                hidden += 1
+            elif (here / name).resolve() not in excluded:
+                kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
+            if name.startswith("."):
+                hidden += 1
+                continue
+            path = here / name
+            inputs.append((printable_id(path.relative_to(source).as_posix()), path))
+    inputs.sort(key=lambda item: item[0])
+    return inputs, hidden

@@ -182,8 +182,7 @@ def check_images(context: Context) -> Check:
     config, name = context.config, "Test images"
     wanted = config.num_images
     if config.data_dir is not None:
-        from utils.data import list_files
-        from utils.images import inspect_image
+        from utils.images import inspect_image, list_files
 
         folder = config.data_dir
         if not folder.is_dir():

@@ -5,7 +5,7 @@
 - `INDEX_SCHEMA`, `rows_to_table`, `read_rows`, `ResultWriter`: the Parquet index, one row
   per input file, saved in shards as results arrive
 
-Inputs are listed by `utils.data.list_files` and checked by `utils.images.inspect_image`, as
+Inputs are listed by `utils.images.list_files` and checked by `utils.images.inspect_image`, as
 the notebooks' own images are.
 
 The masks themselves are PNG files made and read by `utils.masks`, like every mask in the course.

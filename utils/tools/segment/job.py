@@ -59,8 +59,7 @@ from typing import Any
 import numpy as np
 
 from utils.config import DEFAULT_MODEL, get_config
-from utils.data import list_files
-from utils.images import inspect_image
+from utils.images import inspect_image, list_files
 from utils.tools.segment import files as sio
 from utils.tools.segment.files import ResultWriter, UsageError, say
 from utils.tools.segment.pipeline import (
