@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,14 @@ def context(tmp_path):
         requirements=tmp_path / "requirements.txt",
         notebooks_dir=tmp_path,
     )
+
+
+def test_by_default_it_reads_this_repository():
+    """The requirements and notebooks the check reads unless told otherwise are the course's."""
+    repo = Path(__file__).resolve().parent.parent
+    assert repo / "requirements.txt" == wc.REQUIREMENTS and wc.REQUIREMENTS.is_file()
+    assert repo / "notebooks" == wc.NOTEBOOKS_DIR
+    assert len(list(wc.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))) == 10
 
 
 def test_read_pins_keeps_name_version_pairs_only(tmp_path):

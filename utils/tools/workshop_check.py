@@ -32,7 +32,7 @@ from typing import Any
 
 from utils.config import CourseConfig, get_config
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = Path(__file__).resolve().parents[2]  # utils/tools/ -> the repository
 REQUIREMENTS = REPO_DIR / "requirements.txt"
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 # Distribution name -> module to import, where they differ.
