@@ -46,19 +46,22 @@ def local_ray():
     return ray
 
 
+def _uses_local_ray(item: pytest.Item | None) -> bool:
+    return item is not None and "local_ray" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(items: list) -> None:
     """Move the tests that use `local_ray` next to the first of them (others keep their order)."""
-    users = [item for item in items if "local_ray" in getattr(item, "fixturenames", ())]
+    users = [item for item in items if _uses_local_ray(item)]
     if users:
         first = items.index(users[0])
-        others = [item for item in items if item not in users]
+        others = [item for item in items if not _uses_local_ray(item)]
         items[:] = others[:first] + users + others[first:]
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Stop the shared Ray instance after the last test that uses it."""
-    uses = "local_ray" in getattr(item, "fixturenames", ())
-    if uses and (nextitem is None or "local_ray" not in getattr(nextitem, "fixturenames", ())):
+    if _uses_local_ray(item) and not _uses_local_ray(nextitem):
         import ray
 
         ray.shutdown()

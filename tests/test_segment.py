@@ -18,15 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from helpers import photo
+from helpers import job_maps, photo
 from PIL import Image
 
 from utils.check import assert_same_maps
 from utils.images import inspect_image, list_files, printable_id
-from utils.inference import predict
 from utils.masks import read_mask
-from utils.model import image_processor_class, offline_model
 from utils.tools.segment import files as sio
 
 REPO = Path(__file__).resolve().parent.parent
@@ -372,16 +369,9 @@ def test_job_survives_bad_input_sigterm_and_a_killed_worker(tmp_path):
         assert rows.loc[image_id, "status"] == "ok" and fragment in rows.loc[image_id, "note"]
     assert rows.loc["broken/bomb.png", "width"] > 9000  # known from the header, never decoded
 
-    # The masks are the model's own predictions for the images as displayed.
-    # Each actor runs one torch thread; the reference does too (float sums in another
-    # order can flip a near-tie pixel of the random-weight model).
-    model, processor = offline_model(seed=201), image_processor_class()()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        expected = predict(model, processor, list(shown.values()))
-    finally:
-        torch.set_num_threads(threads)
+    # The masks are the model's own predictions for the images as displayed; the job's one
+    # actor runs one torch thread.
+    expected = job_maps(list(shown.values()), threads=1)
     assert_same_maps(
         {image_id: read_mask(out / rows.loc[image_id, "mask_path"]) for image_id in shown},
         dict(zip(shown, expected)),
