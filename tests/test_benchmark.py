@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from utils.tools.benchmark import COLUMNS, PeakMemory, markdown_table
+from utils.tools.benchmark import COLUMNS, PeakMemory, markdown_table, startup_and_steady
 
 
 def test_markdown_table_formats_floats():
@@ -20,6 +20,15 @@ def test_markdown_table_formats_floats():
         "|---|---|---|",
         "| row | 1.2 | x |",
     ]
+
+
+def test_start_up_ends_at_the_first_finished_batch_and_the_steady_rate_follows_it():
+    # Batches of 4 finished 2, 3 and 4 s after the start; the run ended at 5 s.
+    first, steady = startup_and_steady(100.0, 105.0, [(103.0, 4), (102.0, 4), (104.0, 4)])
+    assert first == 2.0 and steady == 8 / 3
+    # Batches that finished together all count as the first; nothing after them: no rate.
+    first, steady = startup_and_steady(100.0, 101.5, [(101.0, 2), (101.0, 2)])
+    assert first == 1.0 and steady != steady
 
 
 @pytest.mark.slow
@@ -51,8 +60,11 @@ def test_benchmark_command_writes_its_report(tmp_path):
     assert list(table["approach"]) == ["sequential", "tasks"]  # the reference always runs
     assert (table["n_images"] == 2).all() and (table["images_per_s"] > 0).all()
     assert (table["peak_rss_mb"] > 100).all()
+    # Two batches of one image each: a start-up within the run, and a rate after it.
+    assert ((table["first_batch_s"] > 0) & (table["first_batch_s"] < table["seconds"])).all()
+    assert (table["steady_images_per_s"] > 0).all()
     report = (out / "benchmark.md").read_text()
-    for heading in ("Images per second", "ms per image", "Hardware ceiling", "GFLOP"):
+    for heading in ("Images per second", "Start-up and steady", "ms per image", "Hardware ceiling"):
         assert heading in report
     assert (out / "benchmark.png").stat().st_size > 1000
     machine = json.loads((out / "machine.json").read_text())

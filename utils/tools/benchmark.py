@@ -7,8 +7,10 @@
 Writes `results/benchmark.csv` (one row per approach and image count), `benchmark.md`
 (the same as a table, with the machine and the stage profile), and `benchmark.png`
 (images/s per approach and count). Every Ray approach's maps are checked against the
-sequential loop's, image by image. The approaches are compact versions of the
-notebooks' code; the notebooks explain them.
+sequential loop's, image by image. Beside each total, the start-up (from the first
+submission to the first finished batch) and the steady rate after it are reported apart:
+at a few hundred images, process starts and model loading weigh as much as inference.
+The approaches are compact versions of the notebooks' code; the notebooks explain them.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ COLUMNS = (
     "n_images",
     "seconds",
     "images_per_s",
+    "first_batch_s",
+    "steady_images_per_s",
     "peak_rss_mb",
     "cpu_count",
     "gpu",
@@ -57,6 +61,9 @@ COLUMNS = (
 )
 
 Batch = tuple[list[str], list[Image.Image]]
+# What a runner returns: {image_id: map}, and for each batch when it finished (time.time(),
+# taken where it finished) and how many images it held.
+Run = tuple[dict[str, np.ndarray], list[tuple[float, int]]]
 
 
 @dataclass(frozen=True)
@@ -72,20 +79,31 @@ class Workload:
 # ---------------------------------------------------------------- the approaches
 
 
-def run_sequential(model, processor, work: Workload, workers: int) -> dict:
+def run_sequential(model, processor, work: Workload, workers: int) -> Run:
     """The baseline: one process, batch after batch, torch using every core."""
-    results = {}
+    results, finished = {}, []
     for ids, images in work.batches:
         results.update(zip(ids, predict(model, processor, images), strict=True))
-    return results
+        finished.append((time.time(), len(ids)))
+    return results, finished
 
 
-def _predict_in_worker(recipe, processor, ids, images) -> list[tuple[str, np.ndarray]]:
+def _predict_in_worker(recipe, processor, ids, images) -> tuple[dict, float]:
     match_threads_to_cpus()
-    return list(zip(ids, predict(build_replica(recipe), processor, images), strict=True))
+    maps = predict(build_replica(recipe), processor, images)
+    return dict(zip(ids, maps, strict=True)), time.time()
 
 
-def run_tasks(model, processor, work: Workload, workers: int) -> dict:
+def _collect(outcomes) -> Run:
+    """Merge `({image_id: map}, finished at)` pairs into a `Run`."""
+    results, finished = {}, []
+    for maps, at in outcomes:
+        results.update(maps)
+        finished.append((at, len(maps)))
+    return results, finished
+
+
+def run_tasks(model, processor, work: Workload, workers: int) -> Run:
     """Ray Tasks, as notebook 02: the model's recipe put in the object store once, one task per
     batch, each rebuilding the model."""
     import ray
@@ -93,7 +111,7 @@ def run_tasks(model, processor, work: Workload, workers: int) -> dict:
     task = ray.remote(num_cpus=1)(_predict_in_worker)
     recipe_ref, processor_ref = ray.put(model_recipe(model)), ray.put(processor)
     refs = [task.remote(recipe_ref, processor_ref, ids, images) for ids, images in work.batches]
-    return dict(pair for pairs in ray.get(refs) for pair in pairs)
+    return _collect(ray.get(refs))
 
 
 def _actor_class():
@@ -101,24 +119,24 @@ def _actor_class():
 
     @ray.remote(num_cpus=1)
     class Predictor:
-        def __init__(self, recipe, processor):
+        def __init__(self):
             match_threads_to_cpus()
-            self.model, self.processor = build_replica(recipe), processor
+            self.model, self.processor = load_model()  # once per actor, as the notebooks do
 
         def predict(self, ids, images):
-            return list(zip(ids, predict(self.model, self.processor, images), strict=True))
+            maps = predict(self.model, self.processor, images)
+            return dict(zip(ids, maps, strict=True)), time.time()
 
     return Predictor
 
 
-def run_actors(model, processor, work: Workload, workers: int) -> dict:
-    """Ray Actors: one model replica per actor, an idle-actor loop with `ray.wait`."""
+def run_actors(model, processor, work: Workload, workers: int) -> Run:
+    """Ray Actors: each loads the model in `__init__`; an idle-actor loop with `ray.wait`."""
     import ray
 
     predictor = _actor_class()
-    recipe_ref, processor_ref = ray.put(model_recipe(model)), ray.put(processor)
-    idle = [predictor.remote(recipe_ref, processor_ref) for _ in range(workers)]
-    pending, results, queue = {}, {}, list(work.batches)
+    idle = [predictor.remote() for _ in range(workers)]
+    pending, outcomes, queue = {}, [], list(work.batches)
     try:
         while queue or pending:
             while idle and queue:
@@ -126,45 +144,48 @@ def run_actors(model, processor, work: Workload, workers: int) -> dict:
                 pending[actor.predict.remote(*queue.pop(0))] = actor
             [ready], _ = ray.wait(list(pending), num_returns=1)
             idle.append(pending.pop(ready))
-            results.update(ray.get(ready))
+            outcomes.append(ray.get(ready))
     finally:
         for actor in idle + list(pending.values()):
             ray.kill(actor)
-    return results
+    return _collect(outcomes)
 
 
-def run_actor_pool(model, processor, work: Workload, workers: int) -> dict:
+def run_actor_pool(model, processor, work: Workload, workers: int) -> Run:
     """ActorPool: the same actors, with the pool doing the bookkeeping."""
     import ray
     from ray.util.actor_pool import ActorPool
 
     predictor = _actor_class()
-    recipe_ref, processor_ref = ray.put(model_recipe(model)), ray.put(processor)
-    actors = [predictor.remote(recipe_ref, processor_ref) for _ in range(workers)]
+    actors = [predictor.remote() for _ in range(workers)]
     try:
         pool = ActorPool(actors)
-        pairs = pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch), work.batches)
-        return dict(pair for chunk in pairs for pair in chunk)
+        return _collect(
+            pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch), work.batches)
+        )
     finally:
         for actor in actors:
             ray.kill(actor)
 
 
+def _with_finish_time(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`columns` plus `finished`: when this batch finished, on every row."""
+    return {**columns, "finished": np.full(len(columns["image_id"]), time.time())}
+
+
 class _Segmenter:
-    """A Ray Data callable class: builds its model replica once, then predicts per batch."""
+    """A Ray Data callable class: loads the model once, then predicts per batch."""
 
-    def __init__(self, shipped):
-        import ray
-
+    def __init__(self):
         torch.set_num_threads(1)  # see `_run_map_batches`: the reservation is not the threads
-        recipe, self.processor = ray.get(shipped)  # refs in constructor args stay refs
-        self.model = build_replica(recipe)
+        self.model, self.processor = load_model()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from utils.masks import masks_to_batch
 
         images = [Image.open(io.BytesIO(data)) for data in batch["image"]]
-        return masks_to_batch(batch["image_id"], predict(self.model, self.processor, images))
+        maps = predict(self.model, self.processor, images)
+        return _with_finish_time(masks_to_batch(batch["image_id"], maps))
 
 
 def write_input_parquet(batches: Sequence[Batch], folder: Path) -> Path:
@@ -188,7 +209,8 @@ def write_input_parquet(batches: Sequence[Batch], folder: Path) -> Path:
     return folder
 
 
-def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> dict:
+def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> Run:
+    import pyarrow.parquet as pq
     import ray
 
     from utils.masks import read_masks
@@ -213,15 +235,14 @@ def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> d
             )
         )
         masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args={"num_cpus": 0})
-        return read_masks(Path(folder) / "masks")
+        times = pq.read_table(Path(folder) / "masks", columns=["finished"]).column(0)
+        sizes = pd.Series(times.to_numpy()).value_counts()  # rows per batch (= finish time)
+        return read_masks(Path(folder) / "masks"), list(sizes.items())
 
 
-def run_ray_data(model, processor, work: Workload, workers: int) -> dict:
+def run_ray_data(model, processor, work: Workload, workers: int) -> Run:
     """Ray Data: Parquet in, `map_batches` on an actor pool, Parquet out, read back."""
-    import ray
-
-    shipped = ray.put((model_recipe(model), processor))
-    return _run_map_batches(_Segmenter, {"shipped": shipped}, work, workers)
+    return _run_map_batches(_Segmenter, {}, work, workers)
 
 
 class _CheckpointSegmenter:
@@ -232,10 +253,10 @@ class _CheckpointSegmenter:
         self.predictor = SegmentationPredictor.from_checkpoint(checkpoint)
 
     def __call__(self, batch):
-        return self.predictor(batch)
+        return _with_finish_time(self.predictor(batch))
 
 
-def run_checkpoint_predictor(model, processor, work: Workload, workers: int) -> dict:
+def run_checkpoint_predictor(model, processor, work: Workload, workers: int) -> Run:
     """Checkpoint + Predictor: each actor loads the model from a `ray.train.Checkpoint`."""
     from utils.predictor import save_checkpoint
 
@@ -244,7 +265,7 @@ def run_checkpoint_predictor(model, processor, work: Workload, workers: int) -> 
         return _run_map_batches(_CheckpointSegmenter, {"checkpoint": checkpoint}, work, workers)
 
 
-RUNNERS: dict[str, Callable[..., dict]] = {
+RUNNERS: dict[str, Callable[..., Run]] = {
     "sequential": run_sequential,
     "tasks": run_tasks,
     "actors": run_actors,
@@ -255,6 +276,20 @@ RUNNERS: dict[str, Callable[..., dict]] = {
 
 
 # ---------------------------------------------------------------- measuring
+
+
+def startup_and_steady(
+    started: float, ended: float, finished: Sequence[tuple[float, int]]
+) -> tuple[float, float]:
+    """(seconds from `started` to the first finished batch, images/s from then to `ended`).
+
+    The steady rate counts every image after the first batch (batches that finished at the
+    same moment count as the first); it is NaN when nothing finished after it.
+    """
+    first = min(at for at, _ in finished)
+    later = sum(n for at, n in finished if at > first)
+    steady = later / (ended - first) if later and ended > first else math.nan
+    return first - started, steady
 
 
 def _summed(processes: list[psutil.Process], measure: Callable[[psutil.Process], int]) -> int:
@@ -523,8 +558,11 @@ def run(
             for name in approaches:
                 bar.set_description(f"{name} x {n}")
                 with PeakMemory() as memory, Stopwatch() as watch:
-                    got = RUNNERS[name](model, processor, work, workers)
+                    started = time.time()
+                    got, finished = RUNNERS[name](model, processor, work, workers)
+                    ended = time.time()
                 seconds = watch.seconds
+                first_batch, steady = startup_and_steady(started, ended, finished)
                 if expected is None:
                     expected = got  # the sequential loop runs first
                 else:
@@ -535,13 +573,16 @@ def run(
                         "n_images": n,
                         "seconds": round(seconds, 3),
                         "images_per_s": round(n / seconds, 3),
+                        "first_batch_s": round(first_batch, 2),
+                        "steady_images_per_s": round(steady, 3),
                         "peak_rss_mb": round(memory.peak_bytes / 2**20),
                         **{k: machine[k] for k in COLUMNS if k in machine},
                     }
                 )
                 bar.update()
                 bar.write(
-                    f"{name:>22} {n:>6} images: {seconds:8.1f} s, {n / seconds:6.2f} images/s"
+                    f"{name:>22} {n:>6} images: {seconds:8.1f} s, {n / seconds:6.2f} images/s; "
+                    f"first batch after {first_batch:.1f} s, then {steady:.2f} images/s"
                 )
     finally:
         bar.close()
@@ -602,6 +643,29 @@ def write_report(
             "## Relative to the sequential loop",
             "",
             markdown_table(wide / wide.loc["sequential"], ".2f"),
+            "",
+        ]
+    first = table.pivot(index="approach", columns="n_images", values="first_batch_s")
+    steady = table.pivot(index="approach", columns="n_images", values="steady_images_per_s")
+    first, steady = first.reindex(wide.index), steady.reindex(wide.index)
+    lines += [
+        "## Start-up and steady state",
+        "",
+        "Seconds from the first submission to the first finished batch (starting processes, "
+        "importing torch and transformers, loading the model, then one batch's work):",
+        "",
+        markdown_table(first, ".1f"),
+        "",
+        "Images per second after that first batch:",
+        "",
+        markdown_table(steady, ".2f"),
+        "",
+    ]
+    if "sequential" in steady.index:
+        lines += [
+            "Steady rate relative to the sequential loop's:",
+            "",
+            markdown_table(steady / steady.loc["sequential"], ".2f"),
             "",
         ]
     if stages:
