@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from utils.timing import Span
 from utils.tools.benchmark import COLUMNS, PeakMemory, markdown_table, startup_and_steady
 
 
@@ -22,12 +23,18 @@ def test_markdown_table_formats_floats():
     ]
 
 
-def test_start_up_ends_at_the_first_finished_batch_and_the_steady_rate_follows_it():
-    # Batches of 4 finished 2, 3 and 4 s after the start; the run ended at 5 s.
-    first, steady = startup_and_steady(100.0, 105.0, [(103.0, 4), (102.0, 4), (104.0, 4)])
-    assert first == 2.0 and steady == 8 / 3
-    # Batches that finished together all count as the first; nothing after them: no rate.
-    first, steady = startup_and_steady(100.0, 101.5, [(101.0, 2), (101.0, 2)])
+def test_start_up_ends_at_the_first_finished_batch_and_the_steady_rate_counts_later_work():
+    # Two workers: batches of 4 on each. The first finishes 2 s after the start; the other
+    # worker's first batch ran from 1.5 to 3.5 s, so only its last 1.5 s of 2 count as steady.
+    spans = [
+        Span("a", 100.0, 102.0, 4),
+        Span("b", 101.5, 103.5, 4),
+        Span("a", 102.0, 104.0, 4),
+    ]
+    first, steady = startup_and_steady(100.0, 105.0, spans)
+    assert first == 2.0 and steady == pytest.approx((4 * 1.5 / 2 + 4) / 3)
+    # Batches that finished together: nothing is left after the first, so no rate.
+    first, steady = startup_and_steady(100.0, 101.5, [Span("a", 100.5, 101.0, 2)] * 2)
     assert first == 1.0 and steady != steady
 
 

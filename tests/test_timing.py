@@ -49,6 +49,17 @@ def test_timeline_has_one_row_per_worker():
         plot_timeline([])
 
 
+def test_timeline_from_the_submission_shows_the_start_up():
+    spans = [Span("h:1", 103.0, 104.0, 4), Span("h:2", 103.5, 105.0, 4)]
+    ax = plot_timeline(spans, started=100.0).axes[0]
+    bars = [p for p in ax.patches if p.get_width() in (1.0, 1.5)]
+    assert sorted(bar.get_x() for bar in bars) == [3.0, 3.5]  # seconds since the submission
+    band = [p for p in ax.patches if p not in bars]
+    assert len(band) == 1 and band[0].get_x() == 0  # the start-up: 0 to 3 s
+    assert "start-up: 3.0 s" in ax.get_xlabel()
+    assert plot_timeline(spans).axes[0].patches[0].get_x() == 0  # without: from the first bar
+
+
 def test_saved_results_read_back_each_notebooks_latest_runs_at_one_image_count(tmp_path):
     def runs(seconds: float, images: int = 8) -> list[dict]:
         return [

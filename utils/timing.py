@@ -19,9 +19,14 @@ from .config import get_config
 
 
 class Stopwatch:
-    """Context manager measuring wall time: `with Stopwatch() as sw: ...; sw.seconds`."""
+    """Context manager measuring wall time: `with Stopwatch() as sw: ...; sw.seconds`.
+
+    `started_at` is the start as `time.time()`, the clock of `Span`s, so that a timeline can
+    show how long a run took before its first batch began (`plot_timeline(started=...)`).
+    """
 
     def __enter__(self) -> Stopwatch:
+        self.started_at = time.time()
         self.start = time.perf_counter()
         self.seconds = float("nan")
         return self
@@ -100,11 +105,19 @@ def saved_results(images: int, cache_dir: Path | None = None) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
 
-def plot_timeline(spans: Sequence[Span], title: str = "Batches per worker") -> Figure:
-    """One row per worker process, one bar per batch from its measured start to end."""
+def plot_timeline(
+    spans: Sequence[Span], title: str = "Batches per worker", started: float | None = None
+) -> Figure:
+    """One row per worker process, one bar per batch from its measured start to end.
+
+    With `started`, the `time.time()` when the run was submitted (a `Stopwatch`'s
+    `started_at`), the axis begins there and a grey band shows the start-up: the time before
+    any batch began (starting processes, imports, loading the model).
+    """
     if not spans:
         raise ValueError("no spans to plot")
-    origin = min(span.start for span in spans)
+    first = min(span.start for span in spans)
+    origin = first if started is None else min(started, first)
     workers = sorted(
         {span.worker for span in spans}, key=lambda w: min(s.start for s in spans if s.worker == w)
     )
@@ -122,7 +135,12 @@ def plot_timeline(spans: Sequence[Span], title: str = "Batches per worker") -> F
         )
     ax.set_yticks(range(len(workers)), [f"worker {i} ({w})" for i, w in enumerate(workers)])
     ax.invert_yaxis()
-    ax.set_xlabel("seconds since the first batch started")
+    if started is None:
+        ax.set_xlabel("seconds since the first batch started")
+    else:
+        ax.axvspan(0, first - origin, color="0.85", zorder=0, label="start-up, before any batch")
+        ax.legend(loc="lower right")
+        ax.set_xlabel(f"seconds since the run started (start-up: {first - origin:.1f} s)")
     end = max(span.end for span in spans) - origin
     ax.set_title(f"{title}: {len(spans)} batches on {len(workers)} worker(s), {end:.1f} s")
     figure.tight_layout()

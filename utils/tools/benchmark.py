@@ -42,7 +42,7 @@ from utils.data import load_test_images, png_bytes
 from utils.images import convert_image_to_rgb
 from utils.inference import predict, reference_predict, upsample_argmax
 from utils.model import build_replica, is_offline_model, load_model, model_recipe
-from utils.timing import Stopwatch
+from utils.timing import Span, Stopwatch, timed, worker_name
 
 APPROACHES = ("sequential", "tasks", "actors", "actor_pool", "ray_data", "checkpoint_predictor")
 COLUMNS = (
@@ -61,9 +61,9 @@ COLUMNS = (
 )
 
 Batch = tuple[list[str], list[Image.Image]]
-# What a runner returns: {image_id: map}, and for each batch when it finished (time.time(),
-# taken where it finished) and how many images it held.
-Run = tuple[dict[str, np.ndarray], list[tuple[float, int]]]
+# What a runner returns: {image_id: map}, and each batch's Span (where, from when to when, in
+# time.time() taken where it ran, and how many images).
+Run = tuple[dict[str, np.ndarray], list[Span]]
 
 
 @dataclass(frozen=True)
@@ -81,26 +81,26 @@ class Workload:
 
 def run_sequential(model, processor, work: Workload, workers: int) -> Run:
     """The baseline: one process, batch after batch, torch using every core."""
-    results, finished = {}, []
-    for ids, images in work.batches:
-        results.update(zip(ids, predict(model, processor, images), strict=True))
-        finished.append((time.time(), len(ids)))
-    return results, finished
+    return _collect(
+        (dict(zip(ids, maps, strict=True)), span)
+        for ids, images in work.batches
+        for maps, span in [timed(predict, model, processor, images)]
+    )
 
 
-def _predict_in_worker(recipe, processor, ids, images) -> tuple[dict, float]:
+def _predict_in_worker(recipe, processor, ids, images) -> tuple[dict, Span]:
     match_threads_to_cpus()
-    maps = predict(build_replica(recipe), processor, images)
-    return dict(zip(ids, maps, strict=True)), time.time()
+    maps, span = timed(predict, build_replica(recipe), processor, images)
+    return dict(zip(ids, maps, strict=True)), span
 
 
 def _collect(outcomes) -> Run:
-    """Merge `({image_id: map}, finished at)` pairs into a `Run`."""
-    results, finished = {}, []
-    for maps, at in outcomes:
+    """Merge `({image_id: map}, span)` pairs into a `Run`."""
+    results, spans = {}, []
+    for maps, span in outcomes:
         results.update(maps)
-        finished.append((at, len(maps)))
-    return results, finished
+        spans.append(span)
+    return results, spans
 
 
 def run_tasks(model, processor, work: Workload, workers: int) -> Run:
@@ -124,8 +124,8 @@ def _actor_class():
             self.model, self.processor = load_model()  # once per actor, as the notebooks do
 
         def predict(self, ids, images):
-            maps = predict(self.model, self.processor, images)
-            return dict(zip(ids, maps, strict=True)), time.time()
+            maps, span = timed(predict, self.model, self.processor, images)
+            return dict(zip(ids, maps, strict=True)), span
 
     return Predictor
 
@@ -168,9 +168,11 @@ def run_actor_pool(model, processor, work: Workload, workers: int) -> Run:
             ray.kill(actor)
 
 
-def _with_finish_time(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`columns` plus `finished`: when this batch finished, on every row."""
-    return {**columns, "finished": np.full(len(columns["image_id"]), time.time())}
+def _with_span(columns: dict[str, np.ndarray], started: float) -> dict[str, np.ndarray]:
+    """`columns` plus this batch's `worker`, `start` and `end` on every row (for its Span)."""
+    n = len(columns["image_id"])
+    span = {"worker": worker_name(), "start": started, "end": time.time()}
+    return {**columns, **{key: np.full(n, value) for key, value in span.items()}}
 
 
 class _Segmenter:
@@ -183,9 +185,10 @@ class _Segmenter:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from utils.masks import masks_to_batch
 
+        started = time.time()
         images = [Image.open(io.BytesIO(data)) for data in batch["image"]]
         maps = predict(self.model, self.processor, images)
-        return _with_finish_time(masks_to_batch(batch["image_id"], maps))
+        return _with_span(masks_to_batch(batch["image_id"], maps), started)
 
 
 def write_input_parquet(batches: Sequence[Batch], folder: Path) -> Path:
@@ -235,9 +238,10 @@ def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> R
             )
         )
         masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args={"num_cpus": 0})
-        times = pq.read_table(Path(folder) / "masks", columns=["finished"]).column(0)
-        sizes = pd.Series(times.to_numpy()).value_counts()  # rows per batch (= finish time)
-        return read_masks(Path(folder) / "masks"), list(sizes.items())
+        rows = pq.read_table(Path(folder) / "masks", columns=["worker", "start", "end"])
+        batches = rows.to_pandas().groupby(["worker", "start", "end"]).size()
+        spans = [Span(*key, n_images=int(n)) for key, n in batches.items()]
+        return read_masks(Path(folder) / "masks"), spans
 
 
 def run_ray_data(model, processor, work: Workload, workers: int) -> Run:
@@ -253,7 +257,8 @@ class _CheckpointSegmenter:
         self.predictor = SegmentationPredictor.from_checkpoint(checkpoint)
 
     def __call__(self, batch):
-        return _with_finish_time(self.predictor(batch))
+        started = time.time()
+        return _with_span(self.predictor(batch), started)
 
 
 def run_checkpoint_predictor(model, processor, work: Workload, workers: int) -> Run:
@@ -278,17 +283,21 @@ RUNNERS: dict[str, Callable[..., Run]] = {
 # ---------------------------------------------------------------- measuring
 
 
-def startup_and_steady(
-    started: float, ended: float, finished: Sequence[tuple[float, int]]
-) -> tuple[float, float]:
-    """(seconds from `started` to the first finished batch, images/s from then to `ended`).
+def startup_and_steady(started: float, ended: float, spans: Sequence[Span]) -> tuple[float, float]:
+    """(seconds from `started` to the end of the first finished batch, images/s from then on).
 
-    The steady rate counts every image after the first batch (batches that finished at the
-    same moment count as the first); it is NaN when nothing finished after it.
+    The steady rate counts the work done after the first batch finished: each batch's images
+    in proportion to the part of its span that lies after that moment (a second worker's first
+    batch, mostly done during the start-up, counts for little), over the time from then to
+    `ended`. NaN when no work was left after the first batch.
     """
-    first = min(at for at, _ in finished)
-    later = sum(n for at, n in finished if at > first)
-    steady = later / (ended - first) if later and ended > first else math.nan
+    first = min(span.end for span in spans)
+    after = sum(
+        span.n_images * (span.end - max(span.start, first)) / (span.end - span.start)
+        for span in spans
+        if span.end > first and span.end > span.start
+    )
+    steady = after / (ended - first) if after and ended > first else math.nan
     return first - started, steady
 
 
@@ -559,10 +568,10 @@ def run(
                 bar.set_description(f"{name} x {n}")
                 with PeakMemory() as memory, Stopwatch() as watch:
                     started = time.time()
-                    got, finished = RUNNERS[name](model, processor, work, workers)
+                    got, spans = RUNNERS[name](model, processor, work, workers)
                     ended = time.time()
                 seconds = watch.seconds
-                first_batch, steady = startup_and_steady(started, ended, finished)
+                first_batch, steady = startup_and_steady(started, ended, spans)
                 if expected is None:
                     expected = got  # the sequential loop runs first
                 else:
