@@ -140,16 +140,36 @@ def test_images_from_a_data_dir_are_counted(context, tmp_path):
     assert "1 readable images" in wc.check_images(context).detail
 
 
-def test_estimate_counts_notebooks_passes_and_fixed_costs(context):
+def test_every_notebook_of_the_course_has_its_work_counted():
+    notebooks = sorted(p.stem for p in wc.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    assert len(notebooks) >= 10 and sorted(wc.NOTEBOOK_WORK) == notebooks
+
+
+def test_estimate_adds_each_notebooks_passes_and_start_ups(context, monkeypatch):
     for name in ("00_overview.ipynb", "01_a.ipynb", "02_b.ipynb", "notes.ipynb"):
         (context.notebooks_dir / name).write_text("{}")
+    monkeypatch.setattr(
+        wc,
+        "NOTEBOOK_WORK",
+        {
+            "00_overview": wc.NotebookWork(0, fixed_images=2, ray_starts=0),
+            "01_a": wc.NotebookWork(2, process_starts=3, rebuilds=10, waits_s=1.0),
+        },
+    )
     context.config = CourseConfig(num_images=100)
-    context.measured["ray_start_s"] = 8.0
-    estimate = wc.estimate_course(rate=2.0, context=context, model_load_s=2.0)
-    assert estimate["notebooks"] == 2  # the overview runs no approach
-    assert estimate["minutes_per_notebook"] == pytest.approx((2 * 100 / 2.0 + 10.0) / 60)
-    assert estimate["total_minutes"] == pytest.approx(2 * (100 + 10.0) / 60)
-    assert estimate["comfortable_images"] == (3 * 60 - 10) * 2 // 2
+    costs = wc.Costs(images_per_s=2.0, process_start_s=5.0, ray_start_s=8.0, rebuild_s=0.5)
+    estimate = wc.estimate_course(costs, context)
+    first = (2 * 100 / 2.0 + 3 * 5.0 + 8.0 + 10 * 0.5 + 1.0) / 60
+    overview = (2 / 2.0 + 5.0) / 60
+    mean = wc.NotebookWork(1, fixed_images=1, process_starts=2, ray_starts=0.5, rebuilds=5)
+    unknown = (1 * 100 / 2.0 + 1 / 2.0 + 2 * 5.0 + 0.5 * 8.0 + 5 * 0.5 + 0.5) / 60
+    assert mean.passes == 1  # what the unknown notebook 02_b is estimated as
+    assert estimate["minutes"] == pytest.approx(
+        {"00_overview": overview, "01_a": first, "02_b": unknown}
+    )
+    assert estimate["total_minutes"] == pytest.approx(overview + first + unknown)
+    # 01_a is the limit: 180 s minus its fixed 29 s, at 2 images/s, over 2 passes.
+    assert estimate["comfortable_images"] == int((180 - 29.0) * 2.0 / 2)
 
 
 def test_speed_times_predict_offline_and_advises(context, monkeypatch):
@@ -168,6 +188,7 @@ def test_speed_times_predict_offline_and_advises(context, monkeypatch):
     monkeypatch.setattr(utils.model, "load_model", load_model)
     monkeypatch.setattr(utils.data, "load_test_images", lambda n, config: load_bundled_images(n))
     monkeypatch.setattr(predict_module, "predict", lambda model, processor, images: images)
+    monkeypatch.setattr(wc, "measure_process_start", lambda: 5.0)
     context.timing_images = 4
     result = wc.check_speed(context)
     assert seen["offline"] is True
