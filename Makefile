@@ -3,7 +3,8 @@
 #   make test   set up .venv and run every test, failing fast: lint and the unit tests that start
 #               nothing (make test-unit), then every notebook under nbval (make test-notebooks),
 #               then the tests that start Ray, the job or a two-node cluster (make test-ray)
-#   make run    execute every notebook headless; executed copies land in build/executed/
+#   make run    execute every notebook headless, timed beside the workshop check's estimate;
+#               executed copies and timings.md land in build/executed/
 #   make prefetch  download the model and test images for an offline workshop
 #   make bench  measure every approach at 10, 100 and 1000 images; results in results/
 #   make bench-memory  the production job on 10,000 images: peak memory of the whole run
@@ -102,13 +103,8 @@ segment: setup
 	$(BIN)/python -m utils.segment "$(SOURCE)" --out "$(OUT)"
 
 # Every notebook in course order, the solution where a notebook has exercises.
-RUNNABLE := $(foreach nb,$(sort $(wildcard notebooks/[0-9]*.ipynb)),\
-	$(or $(wildcard notebooks/solutions/$(notdir $(nb))),$(nb)))
 run: setup
-	mkdir -p build/executed
-	$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
-		--output-dir build/executed $(RUNNABLE)
-	@echo "Executed notebooks are in build/executed/"
+	$(BIN)/python -m utils.tools.run_notebooks --out build/executed
 
 prefetch: setup
 	$(BIN)/python -m utils.tools.prefetch

@@ -187,6 +187,7 @@ TAUGHT_HELPERS = {
         "model_recipe": "utils/model.py",
         "build_replica": "utils/model.py",
         "match_threads_to_cpus": "utils/cluster.py",
+        "add_predictions": "utils/check.py",
     },
 }
 

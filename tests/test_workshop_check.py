@@ -218,3 +218,25 @@ def test_main_exit_code_and_verdict(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "[FAIL] Broken: the check itself failed: RuntimeError: boom" in out
     assert "NOT READY: fix Broken" in out
+
+
+def test_make_run_executes_the_solutions_of_the_exercise_notebooks_in_course_order():
+    from utils.tools.run_notebooks import course_notebooks
+
+    paths = course_notebooks()
+    assert [p.stem for p in paths] == sorted(wc.NOTEBOOK_WORK)
+    assert {p.parent.name for p in paths if p.stem[:2] in {"02", "03", "04", "05", "06"}} == {
+        "solutions"
+    }
+    assert paths[0].parent == wc.NOTEBOOKS_DIR
+
+
+def test_the_timings_table_sets_each_measurement_beside_its_estimate():
+    from utils.tools.run_notebooks import timings_table
+
+    table = timings_table({"01_a": 120.0, "02_b": 30.0}, {"01_a": 60.0, "02_b": 60.0})
+    assert table.loc["01_a", "measured / estimated"] == 2.0
+    assert table.loc["02_b", "measured / estimated"] == 0.5
+    assert table.loc["all", "measured min"] == 2.5 and table.loc["all", "estimated min"] == 2.0
+    # Without an estimate the ratios are unknown, not zero.
+    assert timings_table({"01_a": 60.0}, {})["measured / estimated"].isna().all()

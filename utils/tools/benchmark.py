@@ -36,7 +36,7 @@ import psutil
 import torch
 from PIL import Image
 
-from utils.check import assert_same_maps
+from utils.check import add_predictions, assert_same_maps
 from utils.cluster import match_threads_to_cpus
 from utils.data import load_test_images, png_bytes
 from utils.images import convert_image_to_rgb
@@ -98,7 +98,7 @@ def _collect(outcomes) -> Run:
     """Merge `({image_id: map}, span)` pairs into a `Run`."""
     results, spans = {}, []
     for maps, span in outcomes:
-        results.update(maps)
+        add_predictions(results, maps)
         spans.append(span)
     return results, spans
 
