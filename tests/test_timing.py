@@ -56,7 +56,7 @@ def test_timeline_from_the_submission_shows_the_start_up():
     assert sorted(bar.get_x() for bar in bars) == [3.0, 3.5]  # seconds since the submission
     band = [p for p in ax.patches if p not in bars]
     assert len(band) == 1 and band[0].get_x() == 0  # the start-up: 0 to 3 s
-    assert "start-up: 3.0 s" in ax.get_xlabel()
+    assert "start-up, 3.0 s" in ax.get_xlabel()
     assert plot_timeline(spans).axes[0].patches[0].get_x() == 0  # without: from the first bar
 
 

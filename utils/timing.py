@@ -138,9 +138,8 @@ def plot_timeline(
     if started is None:
         ax.set_xlabel("seconds since the first batch started")
     else:
-        ax.axvspan(0, first - origin, color="0.85", zorder=0, label="start-up, before any batch")
-        ax.legend(loc="lower right")
-        ax.set_xlabel(f"seconds since the run started (start-up: {first - origin:.1f} s)")
+        ax.axvspan(0, first - origin, color="0.85", zorder=0)  # the start-up, before any batch
+        ax.set_xlabel(f"seconds since the run started (grey: start-up, {first - origin:.1f} s)")
     end = max(span.end for span in spans) - origin
     ax.set_title(f"{title}: {len(spans)} batches on {len(workers)} worker(s), {end:.1f} s")
     figure.tight_layout()
