@@ -189,14 +189,16 @@ TAUGHT_HELPERS = {
         "match_threads_to_cpus": "utils/cluster.py",
         "add_predictions": "utils/check.py",
     },
+    "03_ray_actors.ipynb": {"PredictionActor": "utils/actors.py"},
 }
 
 
 def function_statements(source: str, name: str) -> str:
-    """The function `name` in `source`, docstring and body, without its import statements
-    (a module imports inside a function what a notebook imported in an earlier cell)."""
+    """The function or class `name` in `source`, docstring and body, without the import
+    statements of its body (a module imports inside a function what a notebook imported in an
+    earlier cell)."""
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.FunctionDef) and node.name == name:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
             node.body = [s for s in node.body if not isinstance(s, (ast.Import, ast.ImportFrom))]
             return ast.dump(node)
     raise AssertionError(f"no function {name} found")

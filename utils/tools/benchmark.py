@@ -114,28 +114,13 @@ def run_tasks(model, processor, work: Workload, workers: int) -> Run:
     return _collect(ray.get(refs))
 
 
-def _actor_class():
-    import ray
-
-    @ray.remote(num_cpus=1)
-    class Predictor:
-        def __init__(self):
-            match_threads_to_cpus()
-            self.model, self.processor = load_model()  # once per actor, as the notebooks do
-
-        def predict(self, ids, images):
-            maps, span = timed(predict, self.model, self.processor, images)
-            return dict(zip(ids, maps, strict=True)), span
-
-    return Predictor
-
-
 def run_actors(model, processor, work: Workload, workers: int) -> Run:
-    """Ray Actors: each loads the model in `__init__`; an idle-actor loop with `ray.wait`."""
+    """Ray Actors: the actors notebook's `PredictionActor`s, an idle-actor loop with `ray.wait`."""
     import ray
 
-    predictor = _actor_class()
-    idle = [predictor.remote() for _ in range(workers)]
+    from utils.actors import PredictionActor
+
+    idle = [PredictionActor.remote() for _ in range(workers)]
     pending, outcomes, queue = {}, [], list(work.batches)
     try:
         while queue or pending:
@@ -156,8 +141,9 @@ def run_actor_pool(model, processor, work: Workload, workers: int) -> Run:
     import ray
     from ray.util.actor_pool import ActorPool
 
-    predictor = _actor_class()
-    actors = [predictor.remote() for _ in range(workers)]
+    from utils.actors import PredictionActor
+
+    actors = [PredictionActor.remote() for _ in range(workers)]
     try:
         pool = ActorPool(actors)
         return _collect(
