@@ -633,13 +633,7 @@ def write_report(
         markdown_table(wide, ".2f"),
         "",
     ]
-    if "sequential" in wide.index:
-        lines += [
-            "## Relative to the sequential loop",
-            "",
-            markdown_table(wide / wide.loc["sequential"], ".2f"),
-            "",
-        ]
+    lines += relative_to_the_loop(wide, "## Relative to the sequential loop")
     first = table.pivot(index="approach", columns="n_images", values="first_batch_s")
     steady = table.pivot(index="approach", columns="n_images", values="steady_images_per_s")
     first, steady = first.reindex(wide.index), steady.reindex(wide.index)
@@ -656,13 +650,7 @@ def write_report(
         markdown_table(steady, ".2f"),
         "",
     ]
-    if "sequential" in steady.index:
-        lines += [
-            "Steady rate relative to the sequential loop's:",
-            "",
-            markdown_table(steady / steady.loc["sequential"], ".2f"),
-            "",
-        ]
+    lines += relative_to_the_loop(steady, "Steady rate relative to the sequential loop's:")
     if stages:
         lines += stage_report(stages["stage_ms_per_image"], stages["ceiling"], stages["speed"])
     (out / "benchmark.md").write_text("\n".join(lines))
@@ -675,6 +663,13 @@ def write_report(
     figure.tight_layout()
     figure.savefig(out / "benchmark.png", dpi=120)
     plt.close(figure)
+
+
+def relative_to_the_loop(frame: pd.DataFrame, heading: str) -> list[str]:
+    """Markdown lines: `heading`, then `frame` divided by its sequential row (none without it)."""
+    if "sequential" not in frame.index:
+        return []
+    return [heading, "", markdown_table(frame / frame.loc["sequential"], ".2f"), ""]
 
 
 def stage_report(
