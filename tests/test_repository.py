@@ -190,6 +190,7 @@ TAUGHT_HELPERS = {
         "add_predictions": "utils/check.py",
     },
     "03_ray_actors.ipynb": {"PredictionActor": "utils/actors.py"},
+    "05_ray_data.ipynb": {"spans_from": "utils/timing.py"},
 }
 
 

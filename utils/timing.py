@@ -50,6 +50,13 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def spans_from(table):
+    """One Span per batch, from a table of one row per image with its batch's worker, start, end."""
+    frame = table.select(["worker", "start", "end"]).to_pandas()
+    groups = frame.groupby(["worker", "start", "end"]).size().reset_index(name="n")
+    return [Span(r.worker, r.start, r.end, int(r.n)) for r in groups.itertuples()]
+
+
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, Span]:
     """Call `fn(*args, **kwargs)` and return its result with the span it took here.
 

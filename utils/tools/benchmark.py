@@ -42,7 +42,7 @@ from utils.data import load_test_images, png_bytes
 from utils.images import convert_image_to_rgb
 from utils.inference import predict, reference_predict, upsample_argmax
 from utils.model import build_replica, is_offline_model, load_model, model_recipe
-from utils.timing import Span, Stopwatch, timed, worker_name
+from utils.timing import Span, Stopwatch, spans_from, timed, worker_name
 
 APPROACHES = ("sequential", "tasks", "actors", "actor_pool", "ray_data", "checkpoint_predictor")
 COLUMNS = (
@@ -224,9 +224,7 @@ def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> R
             )
         )
         masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args={"num_cpus": 0})
-        rows = pq.read_table(Path(folder) / "masks", columns=["worker", "start", "end"])
-        batches = rows.to_pandas().groupby(["worker", "start", "end"]).size()
-        spans = [Span(*key, n_images=int(n)) for key, n in batches.items()]
+        spans = spans_from(pq.read_table(Path(folder) / "masks"))
         return read_masks(Path(folder) / "masks"), spans
 
 
@@ -553,11 +551,11 @@ def run(
             for name in approaches:
                 bar.set_description(f"{name} x {n}")
                 with PeakMemory() as memory, Stopwatch() as watch:
-                    started = time.time()
                     got, spans = RUNNERS[name](model, processor, work, workers)
-                    ended = time.time()
                 seconds = watch.seconds
-                first_batch, steady = startup_and_steady(started, ended, spans)
+                first_batch, steady = startup_and_steady(
+                    watch.started_at, watch.started_at + seconds, spans
+                )
                 if expected is None:
                     expected = got  # the sequential loop runs first
                 else:

@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         wc.run_checks(context, checks=(wc.check_ray, wc.check_speed))
         costs = context.measured.get("costs")
         if costs is not None:
-            work = {path.stem: wc.NOTEBOOK_WORK.get(path.stem) for path in notebooks}
-            estimated = {name: costs.seconds(w, config.num_images) for name, w in work.items() if w}
+            minutes = wc.estimate_course(costs, context)["minutes"]
+            estimated = {name: 60 * minutes[name] for name in minutes}
     measured, failed = {}, []
     for path in notebooks:
         print(f"{path.stem} ...", end=" ", flush=True)
