@@ -414,14 +414,13 @@ def estimate_course(costs: Costs, context: Context) -> dict[str, Any]:
     images = context.config.num_images
     on_disk = sorted(p.stem for p in context.notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
     names = on_disk or sorted(NOTEBOOK_WORK)  # installed without the notebooks: the course's
-    known = {name: NOTEBOOK_WORK[name] for name in names if name in NOTEBOOK_WORK}
     mean = NotebookWork(
         *(
             sum(getattr(w, f.name) for w in NOTEBOOK_WORK.values()) / len(NOTEBOOK_WORK)
             for f in dataclasses.fields(NotebookWork)
         )
     )
-    work = {name: known.get(name, mean) for name in names}
+    work = {name: NOTEBOOK_WORK.get(name, mean) for name in names}
     minutes = {name: costs.seconds(w, images) / 60 for name, w in work.items()}
     budget_s = COMFORTABLE_MINUTES_PER_NOTEBOOK * 60
     limits = [
