@@ -187,10 +187,27 @@ TAUGHT_HELPERS = {
         "model_recipe": "utils/model.py",
         "build_replica": "utils/model.py",
         "match_threads_to_cpus": "utils/cluster.py",
+        "make_batches": "utils/images.py",
+        "predict_batch": "utils/workers.py",
         "add_predictions": "utils/check.py",
     },
-    "03_ray_actors.ipynb": {"PredictionActor": "utils/actors.py"},
-    "05_ray_data.ipynb": {"spans_from": "utils/timing.py"},
+    "03_ray_actors.ipynb": {
+        "PredictionActor": "utils/workers.py",
+        "run_on_actors": "utils/workers.py",
+    },
+    "04_actor_pool.ipynb": {"predict_on": "utils/workers.py"},
+    "05_ray_data.ipynb": {
+        "file_bytes": "utils/data.py",
+        "write_images_parquet": "utils/data.py",
+        "SegmentImages": "utils/workers.py",
+        "actor_cpus": "utils/cluster.py",
+        "spans_from": "utils/timing.py",
+    },
+    # The exercise's answer: the learner's copy has a stub in its place.
+    "solutions/06_checkpoint_predictor.ipynb": {
+        "PredictFromCheckpoint": "utils/predictor.py",
+        "batch_predict": "utils/predictor.py",
+    },
 }
 
 

@@ -9,7 +9,8 @@ The notebooks import these modules; each does one job:
 - `baseline`: the plain loop's maps and time, measured once per machine and reused
 - `check`, `timing`, `visualisation`: check cells and exercises, measurements, plots
 - `cluster`, `predictor`, `labels`: what Ray workers need, the checkpoint predictor, ADE20K names
-- `actors`: the actors notebook's `PredictionActor`, for the pool notebook and the benchmark
+- `workers`: what runs in Ray's workers, as notebooks 02 to 05 teach it, for later notebooks
+  and the benchmark
 
 The commands (production job, benchmark, workshop check, prefetch) live in `utils.tools`;
 modules whose names start with `_` are internals. The Ray code is in the notebooks.

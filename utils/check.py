@@ -1,6 +1,7 @@
 """Check cells: do two sets of predictions agree, image by image? Is an exercise still a stub?
 
-`add_predictions` (taught in the tasks notebook) collects batches so that none counts twice.
+`add_predictions` (taught in the tasks notebook) collects batches so that none counts twice;
+`expected_for` picks the reference maps of a run over some of the images only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def add_predictions(results, batch_maps):
     if repeated:
         raise ValueError(f"predicted more than once: {repeated}")
     results.update(batch_maps)
+
+
+def expected_for(expected, batches):
+    """The maps in `expected` of the images in `batches` (for exercises on fewer images)."""
+    return {image_id: expected[image_id] for batch_ids, _ in batches for image_id in batch_ids}
 
 
 def assert_same_maps(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:

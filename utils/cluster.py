@@ -137,6 +137,13 @@ def gpu_share(gpus: float, n_workers: int) -> float:
     return math.floor(10_000 / per_gpu) / 10_000
 
 
+def actor_cpus(actors: int, threads: int) -> float:
+    """CPUs to reserve per actor: its threads, but never the one CPU the file listing needs."""
+    import ray
+
+    return min(threads, (ray.cluster_resources().get("CPU", 1) - 1) / actors)
+
+
 def match_threads_to_cpus():
     """Use as many torch threads as CPUs Ray assigned to this worker (at least one)."""
     import ray

@@ -218,6 +218,30 @@ def make_variant(path: Path, round_: int, seed: int) -> tuple[Image.Image, str]:
     return image, how
 
 
+def file_bytes(cell):
+    """The bytes of an image file, from a `datasets.Image(decode=False)` cell."""
+    return cell["bytes"] if cell["bytes"] is not None else Path(cell["path"]).read_bytes()
+
+
+def write_images_parquet(dataset, folder, rows_per_file):
+    """`dataset`'s images as Parquet files of `rows_per_file` rows: image_id, the file's bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    encoded = dataset.cast_column("image", datasets.Image(decode=False))  # {"bytes", "path"}
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, start in enumerate(range(0, len(encoded), rows_per_file)):
+        part = encoded[start : start + rows_per_file]
+        table = pa.table(
+            {
+                "image_id": pa.array(part["image_id"], pa.string()),
+                "image": pa.array([file_bytes(c) for c in part["image"]], pa.binary()),
+            }
+        )
+        pq.write_table(table, folder / f"part-{number:05d}.parquet")
+    return folder
+
+
 def png_bytes(image: Image.Image) -> bytes:
     """`image` encoded as PNG, with fast (level 1) compression."""
     buffer = io.BytesIO()

@@ -1,5 +1,5 @@
-"""Images: any PIL image to the 8-bit RGB the model expects, whether a file is usable, and the
-files of a folder to try."""
+"""Images: any PIL image to the 8-bit RGB the model expects, images in batches with their ids,
+whether a file is usable, and the files of a folder to try."""
 
 from __future__ import annotations
 
@@ -55,6 +55,14 @@ def convert_image_to_rgb(
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
     return image.convert("RGB")
+
+
+def make_batches(image_ids, images, batch_size):
+    """(image ids, images) pairs of up to `batch_size` images: each batch carries its ids along."""
+    return [
+        (tuple(image_ids[i : i + batch_size]), images[i : i + batch_size])
+        for i in range(0, len(image_ids), batch_size)
+    ]
 
 
 def _to_8bit_gray(image: Image.Image) -> Image.Image:

@@ -4,25 +4,32 @@
 (safetensors weights, JSON configs) into a directory and wraps it in a
 `ray.train.Checkpoint`. `SegmentationPredictor.from_checkpoint` loads them back (in
 any process that can read the path) and `__call__` turns a Ray Data batch of images
-into a batch of masks in the Parquet layout of `utils.masks`.
+into a batch of masks in the Parquet layout of `utils.masks`. `batch_predict` runs a
+predictor class over a Ray Data dataset on an actor pool, each actor building its predictor
+from the checkpoint once (`PredictFromCheckpoint`): both are written out in the checkpoint
+predictor notebook and kept here for the benchmark.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from PIL import Image
 from ray.train import Checkpoint
 from transformers import SegformerForSemanticSegmentation
 
+from .cluster import actor_cpus
 from .inference import predict
 from .masks import masks_to_batch
 from .model import image_processor_class, pick_device
+from .timing import worker_name
 
 MODEL_CONFIG = "config.json"
 PROCESSOR_CONFIG = "preprocessor_config.json"
@@ -181,3 +188,33 @@ class SegmentationPredictor:
         images = [decode_image(cell) for cell in batch["image"]]
         maps = predict(self.model, self.image_processor, images, device=self.device)
         return masks_to_batch(batch["image_id"], maps)
+
+
+class PredictFromCheckpoint:
+    def __init__(self, checkpoint, predictor_cls, threads):
+        """Once per actor: set torch's threads, build the predictor from the checkpoint."""
+        torch.set_num_threads(threads)
+        self.predictor = predictor_cls.from_checkpoint(checkpoint)
+        self.worker = worker_name()
+
+    def __call__(self, batch):
+        """Per batch: the predictor's columns, plus `worker`, `start` and `end` for each row."""
+        start = time.time()
+        out = self.predictor(batch)
+        n = len(out["image_id"])
+        out.update(
+            worker=np.full(n, self.worker), start=np.full(n, start), end=np.full(n, time.time())
+        )
+        return out
+
+
+def batch_predict(ds, checkpoint, predictor_cls, *, batch_size, actors=2, threads=1, num_gpus=0):
+    """`ds` mapped to masks by `actors` actors, each building `predictor_cls` from `checkpoint`."""
+    return ds.map_batches(
+        PredictFromCheckpoint,
+        fn_constructor_args=(checkpoint, predictor_cls, threads),
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=actor_cpus(actors, threads),
+        num_gpus=num_gpus,
+    )

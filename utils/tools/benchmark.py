@@ -10,7 +10,8 @@ Writes `results/benchmark.csv` (one row per approach and image count), `benchmar
 sequential loop's, image by image. Beside each total, the start-up (from the first
 submission to the first finished batch) and the steady rate after it are reported apart:
 at a few hundred images, process starts and model loading weigh as much as inference.
-The approaches are compact versions of the notebooks' code; the notebooks explain them.
+Each approach runs the notebooks' own code (kept in `utils.workers` and `utils.predictor`);
+the notebooks explain it.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ import torch
 from PIL import Image
 
 from utils.check import add_predictions, assert_same_maps
-from utils.cluster import match_threads_to_cpus
-from utils.data import load_test_images, png_bytes
-from utils.images import convert_image_to_rgb
+from utils.cluster import actor_cpus, gpus_per_worker
+from utils.data import load_test_images, png_bytes, write_images_parquet
+from utils.images import convert_image_to_rgb, make_batches
 from utils.inference import predict, reference_predict, upsample_argmax
-from utils.model import build_replica, is_offline_model, load_model, model_recipe
-from utils.timing import Span, Stopwatch, spans_from, timed, worker_name
+from utils.model import is_offline_model, load_model, model_recipe
+from utils.timing import Span, Stopwatch, spans_from, timed
 
 APPROACHES = ("sequential", "tasks", "actors", "actor_pool", "ray_data", "checkpoint_predictor")
 COLUMNS = (
@@ -69,14 +70,17 @@ Run = tuple[dict[str, np.ndarray], list[Span]]
 @dataclass(frozen=True)
 class Workload:
     """What every approach gets: the batches in memory and, for Ray Data, the same images
-    as Parquet files on disk (written before the clock starts: preparing data is not
-    inference)."""
+    as Parquet files of their original bytes on disk (written before the clock starts:
+    preparing data is not inference)."""
 
     batches: Sequence[Batch]
     parquet: Path
 
 
 # ---------------------------------------------------------------- the approaches
+# Each runs the code its notebook teaches, imported from `utils.workers` and `utils.predictor`
+# (where a test keeps it identical to the notebook's), with one CPU and one torch thread per
+# worker as in the notebooks.
 
 
 def run_sequential(model, processor, work: Workload, workers: int) -> Run:
@@ -86,12 +90,6 @@ def run_sequential(model, processor, work: Workload, workers: int) -> Run:
         for ids, images in work.batches
         for maps, span in [timed(predict, model, processor, images)]
     )
-
-
-def _predict_in_worker(recipe, processor, ids, images) -> tuple[dict, Span]:
-    match_threads_to_cpus()
-    maps, span = timed(predict, build_replica(recipe), processor, images)
-    return dict(zip(ids, maps, strict=True)), span
 
 
 def _collect(outcomes) -> Run:
@@ -104,154 +102,112 @@ def _collect(outcomes) -> Run:
 
 
 def run_tasks(model, processor, work: Workload, workers: int) -> Run:
-    """Ray Tasks, as notebook 02: the model's recipe put in the object store once, one task per
-    batch, each rebuilding the model."""
+    """Ray Tasks, as notebook 02: the model's recipe put in the object store once, one
+    `predict_batch` task per batch, each rebuilding the model."""
     import ray
 
-    task = ray.remote(num_cpus=1)(_predict_in_worker)
+    from utils.workers import predict_batch
+
+    task = predict_batch.options(num_cpus=1, num_gpus=gpus_per_worker(workers))
     recipe_ref, processor_ref = ray.put(model_recipe(model)), ray.put(processor)
     refs = [task.remote(recipe_ref, processor_ref, ids, images) for ids, images in work.batches]
     return _collect(ray.get(refs))
 
 
+def _start_actors(workers: int) -> list:
+    from utils.workers import PredictionActor
+
+    share = PredictionActor.options(num_cpus=1, num_gpus=gpus_per_worker(workers))
+    return [share.remote() for _ in range(workers)]
+
+
 def run_actors(model, processor, work: Workload, workers: int) -> Run:
-    """Ray Actors: the actors notebook's `PredictionActor`s, an idle-actor loop with `ray.wait`."""
+    """Ray Actors, as notebook 03: its `PredictionActor`s and its `ray.wait` loop."""
     import ray
 
-    from utils.actors import PredictionActor
+    from utils.workers import run_on_actors
 
-    idle = [PredictionActor.remote() for _ in range(workers)]
-    pending, outcomes, queue = {}, [], list(work.batches)
+    actors = _start_actors(workers)
     try:
-        while queue or pending:
-            while idle and queue:
-                actor = idle.pop()
-                pending[actor.predict.remote(*queue.pop(0))] = actor
-            [ready], _ = ray.wait(list(pending), num_returns=1)
-            idle.append(pending.pop(ready))
-            outcomes.append(ray.get(ready))
-    finally:
-        for actor in idle + list(pending.values()):
-            ray.kill(actor)
-    return _collect(outcomes)
-
-
-def run_actor_pool(model, processor, work: Workload, workers: int) -> Run:
-    """ActorPool: the same actors, with the pool doing the bookkeeping."""
-    import ray
-    from ray.util.actor_pool import ActorPool
-
-    from utils.actors import PredictionActor
-
-    actors = [PredictionActor.remote() for _ in range(workers)]
-    try:
-        pool = ActorPool(actors)
-        return _collect(
-            pool.map_unordered(lambda actor, batch: actor.predict.remote(*batch), work.batches)
-        )
+        return run_on_actors(actors, work.batches)
     finally:
         for actor in actors:
             ray.kill(actor)
 
 
-def _with_span(columns: dict[str, np.ndarray], started: float) -> dict[str, np.ndarray]:
-    """`columns` plus this batch's `worker`, `start` and `end` on every row (for its Span)."""
-    n = len(columns["image_id"])
-    span = {"worker": worker_name(), "start": started, "end": time.time()}
-    return {**columns, **{key: np.full(n, value) for key, value in span.items()}}
-
-
-class _Segmenter:
-    """A Ray Data callable class: loads the model once, then predicts per batch."""
-
-    def __init__(self):
-        torch.set_num_threads(1)  # see `_run_map_batches`: the reservation is not the threads
-        self.model, self.processor = load_model()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from utils.masks import masks_to_batch
-
-        started = time.time()
-        images = [Image.open(io.BytesIO(data)) for data in batch["image"]]
-        maps = predict(self.model, self.processor, images)
-        return _with_span(masks_to_batch(batch["image_id"], maps), started)
-
-
-def write_input_parquet(batches: Sequence[Batch], folder: Path) -> Path:
-    """The images as Parquet files of encoded bytes, one file per batch: the Ray Data input.
-
-    (Ray Data merges small files into larger blocks as it reads; `_run_map_batches` splits
-    them back into batches.)
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for number, (ids, images) in enumerate(batches):
-        encoded = [png_bytes(image) for image in images]
-        pq.write_table(
-            pa.table(
-                {"image_id": pa.array(ids, pa.string()), "image": pa.array(encoded, pa.binary())}
-            ),
-            folder / f"part-{number:05d}.parquet",
-        )
-    return folder
-
-
-def _run_map_batches(udf, constructor_kwargs, work: Workload, workers: int) -> Run:
-    import pyarrow.parquet as pq
+def run_actor_pool(model, processor, work: Workload, workers: int) -> Run:
+    """ActorPool, as notebook 04: the same actors, `map_unordered` with its `predict_on`."""
     import ray
+    from ray.util.actor_pool import ActorPool
+
+    from utils.workers import predict_on
+
+    actors = _start_actors(workers)
+    try:
+        return _collect(ActorPool(actors).map_unordered(predict_on, work.batches))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _images_dataset(work: Workload):
+    """The Parquet input, split back into one block per batch, as notebooks 05 and 06 do."""
+    import ray
+
+    batch_size = max(len(ids) for ids, _ in work.batches)
+    return ray.data.read_parquet(str(work.parquet)).repartition(
+        target_num_rows_per_block=batch_size
+    ), batch_size
+
+
+def _written(predictions) -> Run:
+    """Write `predictions` to Parquet, as the notebooks do, and read the maps and spans back."""
+    import pyarrow.parquet as pq
 
     from utils.masks import read_masks
 
-    batch_size = max(len(ids) for ids, _ in work.batches)
-    # Listing the input files reserves one whole CPU (Ray Data has no setting for it), so a
-    # pool that reserved every CPU would wait for it forever. A reservation is bookkeeping:
-    # each actor still runs one torch thread, and `workers` of them fill the cores.
-    actor_cpus = (ray.cluster_resources().get("CPU", workers) - 1) / workers  # 0 on one CPU
     with tempfile.TemporaryDirectory() as folder:
-        masks = (
-            ray.data.read_parquet(str(work.parquet), num_cpus=0)
-            # Small files are merged into one block of up to 128 MiB, and a block goes to a
-            # single actor: split it back into batches so that every actor gets work.
-            .repartition(target_num_rows_per_block=batch_size)
-            .map_batches(
-                udf,
-                fn_constructor_kwargs=constructor_kwargs,
-                batch_size=batch_size,
-                num_cpus=actor_cpus,
-                compute=ray.data.ActorPoolStrategy(size=workers),
-            )
-        )
-        masks.write_parquet(str(Path(folder) / "masks"), ray_remote_args={"num_cpus": 0})
-        spans = spans_from(pq.read_table(Path(folder) / "masks"))
-        return read_masks(Path(folder) / "masks"), spans
+        masks = Path(folder) / "masks"
+        predictions.write_parquet(str(masks))
+        return read_masks(masks), spans_from(pq.read_table(masks))
 
 
 def run_ray_data(model, processor, work: Workload, workers: int) -> Run:
-    """Ray Data: Parquet in, `map_batches` on an actor pool, Parquet out, read back."""
-    return _run_map_batches(_Segmenter, {}, work, workers)
+    """Ray Data, as notebook 05: Parquet in, its `SegmentImages` on an actor pool, Parquet out."""
+    import ray
 
+    from utils.workers import SegmentImages
 
-class _CheckpointSegmenter:
-    def __init__(self, checkpoint):
-        from utils.predictor import SegmentationPredictor
-
-        torch.set_num_threads(1)
-        self.predictor = SegmentationPredictor.from_checkpoint(checkpoint)
-
-    def __call__(self, batch):
-        started = time.time()
-        return _with_span(self.predictor(batch), started)
+    images, batch_size = _images_dataset(work)
+    predictions = images.map_batches(
+        SegmentImages,
+        fn_constructor_args=(1,),
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=actor_cpus(workers, 1),
+        num_gpus=gpus_per_worker(workers),
+    )
+    return _written(predictions)
 
 
 def run_checkpoint_predictor(model, processor, work: Workload, workers: int) -> Run:
-    """Checkpoint + Predictor: each actor loads the model from a `ray.train.Checkpoint`."""
-    from utils.predictor import save_checkpoint
+    """Checkpoint + predictor, as notebook 06: each actor builds a `SegmentationPredictor`
+    from a `ray.train.Checkpoint` (`batch_predict`)."""
+    from utils.predictor import SegmentationPredictor, batch_predict, save_checkpoint
 
+    images, batch_size = _images_dataset(work)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = save_checkpoint(model, processor, Path(folder) / "checkpoint")
-        return _run_map_batches(_CheckpointSegmenter, {"checkpoint": checkpoint}, work, workers)
+        predictions = batch_predict(
+            images,
+            checkpoint,
+            SegmentationPredictor,
+            batch_size=batch_size,
+            actors=workers,
+            threads=1,
+            num_gpus=gpus_per_worker(workers),
+        )
+        return _written(predictions)
 
 
 RUNNERS: dict[str, Callable[..., Run]] = {
@@ -499,10 +455,6 @@ def measure_forward_vs_predict(
 # ---------------------------------------------------------------- the command
 
 
-def batched(ids: list[str], images: list[Image.Image], size: int) -> list[Batch]:
-    return [(ids[i : i + size], images[i : i + size]) for i in range(0, len(ids), size)]
-
-
 def run(
     counts: Sequence[int],
     approaches: Sequence[str],
@@ -543,9 +495,11 @@ def run(
         for n in counts:
             # Small enough batches that every worker gets at least two, when n allows it.
             size = max(1, min(batch_size, n // (2 * workers)))
-            batches = batched(ids[:n], images[:n], size)
             work = Workload(
-                batches, write_input_parquet(batches, Path(scratch.name) / f"images-{n}")
+                make_batches(ids[:n], images[:n], size),
+                write_images_parquet(
+                    dataset.select(range(n)), Path(scratch.name) / f"images-{n}", size
+                ),
             )
             expected = None
             for name in approaches:
