@@ -487,6 +487,7 @@ def run(
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = context.print_on_execution_start = False
+    context.use_datasource_v2 = False  # as notebooks 05 and 06: see 05 for why
     print(describe_cluster())
     workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
     rows, bar = [], tqdm(total=len(counts) * len(approaches), disable=not progress)
